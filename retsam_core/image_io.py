@@ -1,0 +1,114 @@
+"""Decode one compressed image into RGB uint8, or fail with a message a person can act on.
+
+Every failure mode seen in real cohorts (empty, truncated, non-image, grayscale, 16-bit, RGBA, tiny, huge) is
+classified here, so that the pipeline can turn it into a row instead of losing the batch.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from retsam_core.errors import ImageError, UngradableImage
+
+Image.MAX_IMAGE_PIXELS = None  # we enforce our own limit below, with a clear message
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Bounds that keep one pathological file from exhausting a worker."""
+
+    min_side: int = 64
+    max_pixels: int = 120_000_000  # 8000x6000 (48 MP) passes; a 20k x 20k scan does not
+    target_side: int | None = None  # decode JPEGs at reduced size (DCT scaling) when this is far smaller
+
+
+@dataclass
+class DecodedImage:
+    """RGB pixels plus what a downstream step must know about how they were obtained."""
+
+    rgb: np.ndarray  # (h, w, 3) uint8, possibly reduced by `decode_scale`
+    original_height: int
+    original_width: int
+    decode_scale: float  # original pixels per decoded pixel (1.0 unless JPEG draft decoding shrank it)
+    format: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def decode_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> DecodedImage:
+    """Decode `data` or raise ImageError / UngradableImage with a specific reason."""
+    if data is None or len(data) == 0:
+        raise ImageError("empty file (0 bytes)")
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageError(f"not an image: unrecognised format ({len(data)} bytes, starts {data[:8]!r})") from None
+    except Exception as exc:  # PIL raises many types on garbage headers
+        raise ImageError(f"not an image: {type(exc).__name__}: {exc}") from None
+    width, height = img.size
+    fmt = img.format or "unknown"
+    if min(width, height) < limits.min_side:
+        raise ImageError(f"image too small: {width}x{height} px (minimum side {limits.min_side} px)")
+    if width * height > limits.max_pixels:
+        raise ImageError(
+            f"image too large: {width}x{height} px = {width * height / 1e6:.0f} MP (limit {limits.max_pixels / 1e6:.0f} MP)"
+        )
+    notes: list[str] = ["16-bit PNG reduced to 8 bits"] if _is_16bit_png(data) else []
+    if fmt == "JPEG" and limits.target_side and img.mode in ("RGB", "YCbCr", "CMYK", "L"):
+        img.draft(img.mode, (max(limits.target_side, 1), max(limits.target_side, 1)))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img.load()
+    except OSError as exc:
+        raise ImageError(f"corrupt or truncated {fmt} file: {exc}") from None
+    except Exception as exc:
+        raise ImageError(f"cannot decode {fmt} file: {type(exc).__name__}: {exc}") from None
+    rgb = _to_rgb8(img, notes)
+    scale = width / rgb.shape[1]
+    return DecodedImage(rgb, height, width, float(scale), fmt, notes)
+
+
+def _to_rgb8(img: Image.Image, notes: list[str]) -> np.ndarray:
+    """Convert any PIL mode to RGB uint8; grayscale cannot carry a colour fundus and is refused."""
+    mode = img.mode
+    if mode in ("L", "LA", "1", "I", "I;16", "I;16B", "I;16L", "F", "P") and not _palette_is_colour(img):
+        raise UngradableImage(f"grayscale image (mode {mode}): a colour fundus photograph is required")
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        raise UngradableImage(f"grayscale image (mode {mode}): a colour fundus photograph is required")
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        notes.append(f"alpha channel dropped (mode {mode})")
+    if mode == "CMYK":
+        notes.append("CMYK converted to RGB")
+    if mode not in ("RGB",):
+        img = img.convert("RGB")
+    arr = np.asarray(img)
+    if arr.dtype != np.uint8:  # 16-bit per channel variants
+        notes.append(f"{arr.dtype} pixels rescaled to 8 bits")
+        arr = (arr.astype(np.float32) / float(np.iinfo(arr.dtype).max) * 255.0 + 0.5).astype(np.uint8)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ImageError(f"unexpected pixel layout {arr.shape}")
+    if _looks_grayscale(arr):
+        raise UngradableImage("grayscale content stored as RGB (all channels equal): colour fundus required")
+    return np.ascontiguousarray(arr)
+
+
+def _palette_is_colour(img: Image.Image) -> bool:
+    if img.mode != "P":
+        return False
+    pal = np.asarray(img.getpalette() or [0, 0, 0], dtype=np.int16).reshape(-1, 3)
+    return bool(np.any(pal[:, 0] != pal[:, 1]) or np.any(pal[:, 1] != pal[:, 2]))
+
+
+def _looks_grayscale(arr: np.ndarray) -> bool:
+    sample = arr[:: max(1, arr.shape[0] // 64), :: max(1, arr.shape[1] // 64)].astype(np.int16)
+    return bool(np.abs(sample[..., 0] - sample[..., 1]).max() <= 2 and np.abs(sample[..., 1] - sample[..., 2]).max() <= 2)
+
+
+def _is_16bit_png(data: bytes) -> bool:
+    """True when `data` is a PNG with 16 bits per sample (PIL silently reduces 48-bit RGB to 8 bits)."""
+    return data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 25 and data[24] == 16

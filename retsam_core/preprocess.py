@@ -1,0 +1,138 @@
+"""Field-of-view detection, crop and resize to the model's resolution, with the geometry to map masks back.
+
+Inference and training share this code bit for bit, so that the model sees the same pixels in both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+from retsam_core.errors import UngradableImage
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where the model's square canvas sits in the original image (original pixel units).
+
+    The canvas covers the square [box_x0, box_x0 + box_side) x [box_y0, box_y0 + box_side); it may extend past
+    the image edges (padding), e.g. for a macula-centred photo whose field of view is cut at top and bottom.
+    """
+
+    original_height: int
+    original_width: int
+    box_x0: float
+    box_y0: float
+    box_side: float
+    size: int  # model canvas side in pixels
+
+    @property
+    def original_px_per_canvas_px(self) -> float:
+        return self.box_side / self.size
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Geometry":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass
+class Preprocessed:
+    image: np.ndarray  # (size, size, 3) uint8 RGB, black outside the field of view
+    fov: np.ndarray  # (size, size) bool: visible retina
+    geometry: Geometry
+
+
+def detect_fov(rgb: np.ndarray, work_side: int = 512) -> np.ndarray:
+    """Boolean mask of the visible retina at the resolution of `rgb`.
+
+    Thresholds the red channel (the fundus is red, the surround black) relative to its bright level, keeps the
+    largest component and fills holes. Raises UngradableImage when no plausible field of view is present.
+    """
+    h, w = rgb.shape[:2]
+    scale = min(1.0, work_side / max(h, w))
+    small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    lum = np.maximum(small[..., 0], small[..., 1]).astype(np.float32)
+    lum = cv2.GaussianBlur(lum, (0, 0), 1.5)
+    bright = float(np.percentile(lum, 99))
+    if bright < 25:
+        raise UngradableImage("no field of view found: image is black or nearly black")
+    thr = max(12.0, 0.12 * bright)
+    fov = (lum > thr).astype(np.uint8)
+    fov = cv2.morphologyEx(fov, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(fov, connectivity=8)
+    if n <= 1:
+        raise UngradableImage("no field of view found")
+    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    fov = (labels == biggest).astype(np.uint8)
+    fraction = fov.mean()
+    if fraction < 0.05:
+        raise UngradableImage(f"no field of view found: bright region covers only {fraction:.1%} of the image")
+    fov = _fill_holes(fov)
+    if scale < 1.0:
+        fov = cv2.resize(fov, (w, h), interpolation=cv2.INTER_NEAREST)
+    return fov.astype(bool)
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    filled = np.zeros_like(mask)
+    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+    return filled
+
+
+def preprocess(rgb: np.ndarray, size: int, decode_scale: float = 1.0, original_shape: tuple[int, int] | None = None) -> Preprocessed:
+    """Crop the field of view to a square canvas of `size` px.
+
+    `rgb` may be a reduced decode of the original (`decode_scale` original px per decoded px); the geometry is
+    always expressed in original pixels.
+    """
+    fov = detect_fov(rgb)
+    ys, xs = np.nonzero(fov)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    side = int(max(y1 - y0, x1 - x0))
+    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+    bx0, by0 = int(round(cx - side / 2.0)), int(round(cy - side / 2.0))
+    canvas = _crop_padded(rgb, bx0, by0, side)
+    fov_canvas = _crop_padded(fov.astype(np.uint8), bx0, by0, side)
+    image = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA if side > size else cv2.INTER_LINEAR)
+    fov_small = cv2.resize(fov_canvas, (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
+    image[~fov_small] = 0
+    oh, ow = original_shape if original_shape else (round(rgb.shape[0] * decode_scale), round(rgb.shape[1] * decode_scale))
+    geom = Geometry(int(oh), int(ow), bx0 * decode_scale, by0 * decode_scale, side * decode_scale, int(size))
+    return Preprocessed(image, fov_small, geom)
+
+
+def _crop_padded(arr: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
+    """Square crop that pads with zeros where the box leaves the array."""
+    out = np.zeros((side, side) + arr.shape[2:], dtype=arr.dtype)
+    h, w = arr.shape[:2]
+    sx0, sy0 = max(0, x0), max(0, y0)
+    sx1, sy1 = min(w, x0 + side), min(h, y0 + side)
+    if sx1 > sx0 and sy1 > sy0:
+        out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = arr[sy0:sy1, sx0:sx1]
+    return out
+
+
+def mask_to_original(mask: np.ndarray, geom: Geometry) -> np.ndarray:
+    """Map a canvas mask (size x size) back onto the original image grid (nearest neighbour)."""
+    oh, ow = geom.original_height, geom.original_width
+    scale = geom.size / geom.box_side  # canvas px per original px
+    # For each original pixel, the canvas pixel it falls into.
+    xs = np.floor((np.arange(ow) + 0.5 - geom.box_x0) * scale).astype(np.int64)
+    ys = np.floor((np.arange(oh) + 0.5 - geom.box_y0) * scale).astype(np.int64)
+    vx = (xs >= 0) & (xs < geom.size)
+    vy = (ys >= 0) & (ys < geom.size)
+    out = np.zeros((oh, ow), dtype=bool)
+    sub = mask.astype(bool)[np.clip(ys, 0, geom.size - 1)][:, np.clip(xs, 0, geom.size - 1)]
+    out[:] = sub & vy[:, None] & vx[None, :]
+    return out
+
+
+def canvas_mm_per_px(original_mm_per_px: float | None, geom: Geometry) -> float | None:
+    """Pixel size on the model canvas given the pixel size of the original photograph."""
+    return None if original_mm_per_px is None else original_mm_per_px * geom.original_px_per_canvas_px
