@@ -1,0 +1,60 @@
+"""The weights-free segmenter on real photographs and public ground truth (CHASE_DB1, IDRiD)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from retsam_core.classical import ClassicalSegmenter
+from retsam_core.image_io import DecodeLimits, decode_image
+from retsam_core.preprocess import mask_to_original, preprocess
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
+
+
+def _segment_file(path) -> tuple[dict, object]:
+    d = decode_image(path.read_bytes(), DecodeLimits(target_side=1024))
+    p = preprocess(d.rgb, 1024, d.decode_scale, (d.original_height, d.original_width))
+    return ClassicalSegmenter().segment(p.image[None], p.fov[None])[0], p.geometry
+
+
+def test_retina_photo_layout_is_anatomically_plausible():
+    p = preprocess(skimage.data.retina(), 1024)
+    masks = ClassicalSegmenter().segment(p.image[None], p.fov[None])[0]
+    assert set(masks) == {"vessel", "optic_disc", "fovea"}
+    vessel_fraction = masks["vessel"][p.fov].mean()
+    assert 0.04 < vessel_fraction < 0.2
+    ys, xs = np.nonzero(masks["optic_disc"])
+    fy, fx = np.nonzero(masks["fovea"])
+    # skimage's retina is a left-eye-style photo with the disc on the left, fovea near the centre.
+    assert xs.mean() < 350 and 380 < ys.mean() < 600
+    assert 400 < fx.mean() < 700 and abs(fy.mean() - ys.mean()) < 150
+    disc_diameter = 2 * np.sqrt(masks["optic_disc"].sum() / np.pi)
+    assert 60 < disc_diameter < 200
+
+
+def test_vessel_dice_on_chase_db1_test_images(shared_data):
+    root = shared_data / "CHASE_DB1"
+    dices = []
+    for stem in ("Image_11L", "Image_14R"):
+        masks, geom = _segment_file(root / "images" / "test" / f"{stem}.jpg")
+        gt = np.asarray(Image.open(root / "masks" / "vessel_1stHO" / "test" / f"{stem}_1stHO.png")) > 0
+        dices.append(_dice(mask_to_original(masks["vessel"], geom), gt))
+    assert min(dices) > 0.55, dices
+
+
+def test_disc_dice_on_idrid_test_images(shared_data):
+    """Every other official test image: the disc is found on most, and outlined well where found."""
+    root = shared_data / "IDRiD"
+    dices = []
+    for path in sorted((root / "images" / "test").glob("IDRiD_*.jpg"))[::2]:
+        masks, geom = _segment_file(path)
+        gt = np.asarray(Image.open(root / "masks" / "OD" / "test" / f"{path.stem}_OD.png")) > 0
+        dices.append(_dice(mask_to_original(masks["optic_disc"], geom), gt))
+    dices = np.array(dices)
+    assert np.mean(dices > 0.5) >= 0.75, dices.round(2)
+    assert np.median(dices) > 0.85, dices.round(2)

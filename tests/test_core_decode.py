@@ -1,0 +1,119 @@
+"""Decoding real and broken files: every failure is classified with a message, good variants decode."""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from retsam_core.errors import STATUS_ERROR, STATUS_UNGRADABLE, ImageError
+from retsam_core.image_io import DecodeLimits, decode_image
+
+
+@pytest.fixture(scope="module")
+def retina() -> np.ndarray:
+    return skimage.data.retina()
+
+
+def _jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _png(arr: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", arr)
+    assert ok
+    return buf.tobytes()
+
+
+def _status_of(data: bytes) -> tuple[str, str]:
+    with pytest.raises(ImageError) as info:
+        decode_image(data)
+    return info.value.status, str(info.value)
+
+
+def test_real_jpeg_decodes_to_rgb(retina):
+    d = decode_image(_jpeg(retina))
+    assert d.rgb.shape == retina.shape and d.rgb.dtype == np.uint8
+    assert abs(float(d.rgb.mean()) - float(retina.mean())) < 2.0
+    assert d.decode_scale == 1.0 and d.format == "JPEG" and d.warnings == []
+
+
+def test_draft_decoding_shrinks_large_jpeg_and_records_scale(retina):
+    big = cv2.resize(retina, (2822, 2822))
+    d = decode_image(_jpeg(big), DecodeLimits(target_side=1024))
+    assert d.original_width == 2822 and d.rgb.shape[1] < 2822
+    assert d.rgb.shape[1] * d.decode_scale == pytest.approx(2822, rel=0.01)
+
+
+def test_empty_file():
+    status, msg = _status_of(b"")
+    assert status == STATUS_ERROR and "empty" in msg
+
+
+def test_truncated_jpeg(retina):
+    data = _jpeg(retina)
+    status, msg = _status_of(data[: len(data) // 2])
+    assert status == STATUS_ERROR and "truncated" in msg
+
+
+def test_text_file_is_not_an_image():
+    status, msg = _status_of(b"participant_id,eye\n1,left\n")
+    assert status == STATUS_ERROR and "not an image" in msg
+
+
+def test_grayscale_is_ungradable(retina):
+    gray = cv2.cvtColor(retina, cv2.COLOR_RGB2GRAY)
+    status, msg = _status_of(_png(gray))
+    assert status == STATUS_UNGRADABLE and "grayscale" in msg
+
+
+def test_grayscale_stored_as_rgb_is_ungradable(retina):
+    gray = cv2.cvtColor(retina, cv2.COLOR_RGB2GRAY)
+    status, msg = _status_of(_jpeg(np.dstack([gray] * 3), quality=100))
+    assert status == STATUS_UNGRADABLE and "grayscale" in msg
+
+
+def test_16bit_gray_png_is_ungradable(retina):
+    gray16 = cv2.cvtColor(retina, cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257
+    status, _ = _status_of(_png(gray16))
+    assert status == STATUS_UNGRADABLE
+
+
+def test_16bit_colour_png_decodes_with_a_note(retina):
+    bgr16 = cv2.cvtColor(retina, cv2.COLOR_RGB2BGR).astype(np.uint16) * 257
+    d = decode_image(_png(bgr16))
+    assert d.rgb.dtype == np.uint8
+    assert np.abs(d.rgb.astype(int) - retina.astype(int)).max() <= 1
+    assert any("16-bit" in w for w in d.warnings)
+
+
+def test_rgba_png_drops_alpha_with_a_note(retina):
+    bgra = cv2.cvtColor(retina, cv2.COLOR_RGB2BGRA)
+    d = decode_image(_png(bgra))
+    assert d.rgb.shape == retina.shape and np.array_equal(d.rgb, retina)
+    assert any("alpha" in w for w in d.warnings)
+
+
+def test_tiny_image(retina):
+    status, msg = _status_of(_jpeg(cv2.resize(retina, (40, 40))))
+    assert status == STATUS_ERROR and "too small" in msg
+
+
+def test_huge_image_refused_by_limit_without_decoding():
+    # A header-only check: the pixels are never decoded, so the test costs nothing.
+    data = _png(np.zeros((900, 1200, 3), np.uint8))
+    with pytest.raises(ImageError, match="too large"):
+        decode_image(data, DecodeLimits(max_pixels=1_000_000))
+
+
+def test_8000x6000_jpeg_is_accepted_and_draft_decoded(retina):
+    huge = cv2.resize(retina, (8000, 6000), interpolation=cv2.INTER_NEAREST)
+    d = decode_image(_jpeg(huge, 70), DecodeLimits(target_side=1024))
+    assert (d.original_width, d.original_height) == (8000, 6000)
+    assert max(d.rgb.shape[:2]) <= 2000

@@ -1,0 +1,71 @@
+"""Field-of-view crop and the geometry that maps masks back onto original pixels."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+from retsam_core.errors import UngradableImage
+from retsam_core.mask_codec import decode_mask, encode_mask
+from retsam_core.preprocess import canvas_mm_per_px, detect_fov, mask_to_original, preprocess
+
+
+@pytest.fixture(scope="module")
+def retina() -> np.ndarray:
+    return skimage.data.retina()
+
+
+def test_fov_of_real_fundus_is_the_round_retina(retina):
+    fov = detect_fov(retina)
+    h, w = fov.shape
+    assert 0.6 < fov.mean() < 0.8  # a circle inscribed in a square covers pi/4 = 0.785
+    assert fov[h // 2, w // 2] and not fov[2, 2] and not fov[-3, -3]
+
+
+def test_black_image_has_no_fov():
+    with pytest.raises(UngradableImage, match="no field of view"):
+        detect_fov(np.zeros((300, 300, 3), np.uint8))
+
+
+def test_canvas_is_square_and_masked(retina):
+    p = preprocess(retina, 512)
+    assert p.image.shape == (512, 512, 3) and p.fov.shape == (512, 512)
+    assert p.image[~p.fov].max() == 0
+    assert p.geometry.original_height == retina.shape[0]
+
+
+def test_mask_round_trip_through_geometry_on_padded_crop(retina):
+    # A macula-style crop cut at top and bottom: the canvas must pad, and masks must map back exactly.
+    cut = retina[250:1150]
+    p = preprocess(cut, 512)
+    assert p.geometry.box_y0 < 0  # the square box extends above the image
+    # Draw a known blob in original coordinates, push it to the canvas, then back.
+    blob = np.zeros(cut.shape[:2], np.uint8)
+    cv2.circle(blob, (700, 450), 120, 1, -1)
+    g = p.geometry
+    s = g.size / g.box_side
+    canvas = np.zeros((512, 512), np.uint8)
+    cv2.circle(canvas, (round((700 - g.box_x0) * s), round((450 - g.box_y0) * s)), round(120 * s), 1, -1)
+    back = mask_to_original(canvas.astype(bool), g)
+    assert back.shape == cut.shape[:2]
+    dice = 2 * (back & blob.astype(bool)).sum() / (back.sum() + blob.sum())
+    assert dice > 0.97
+
+
+def test_pixel_size_scales_with_the_crop(retina):
+    p = preprocess(retina, 1024)
+    mm = canvas_mm_per_px(0.01, p.geometry)
+    assert mm == pytest.approx(0.01 * p.geometry.box_side / 1024)
+    assert canvas_mm_per_px(None, p.geometry) is None
+
+
+def test_mask_codec_is_lossless_and_compact():
+    rng = np.random.default_rng(0)
+    mask = np.zeros((1024, 1024), bool)
+    for _ in range(30):
+        cv2.line(mask.view(np.uint8), tuple(rng.integers(0, 1024, 2).tolist()), tuple(rng.integers(0, 1024, 2).tolist()), 1, 4)
+    blob = encode_mask(mask)
+    assert np.array_equal(decode_mask(blob), mask)
+    assert len(blob) < mask.size / 20
