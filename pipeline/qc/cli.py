@@ -1,0 +1,150 @@
+"""`retsam overlay|report|query`: the QC subcommands. `pipeline.cli` calls `register(subparsers)`.
+
+Each handler takes the parsed `argparse.Namespace` and returns an exit code (0 ok, 1 failure, 2 usage).
+Standalone use (before/without the main CLI): `python -m pipeline.qc.cli report OUTPUT`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def _add_storage(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--storage-option", action="append", default=[], metavar="KEY=VALUE", dest="qc_storage_option",
+        help="fsspec option for object storage (repeatable; dotted keys nest, e.g. client_kwargs.endpoint_url=...). "
+        "The standard AWS_* environment variables are used too.",
+    )
+
+
+def register(subparsers) -> None:
+    """Add the `overlay`, `report` and `query` subcommands to an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "overlay", help="render QC overlay PNGs from stored masks into OUTPUT/qc/",
+        description="Render QC overlays (vessels A/V, disc/cup, fovea, zone B/C rings, lesions, key numbers) from the "
+        "stored masks and the re-read source image; written to OUTPUT/qc/<image>.png (or --out for one image).",
+    )
+    p.add_argument("output", help="pipeline output folder or URI (s3://...)")
+    p.add_argument("image_id", nargs="*", help="image ids (as in the images table); none: use --sample/--all")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--sample", type=int, metavar="N", help="render a deterministic sample of N ok images")
+    g.add_argument("--all", action="store_true", help="render every image that has masks")
+    p.add_argument("--out", help="with one IMAGE_ID: write the PNG here instead of OUTPUT/qc/")
+    _add_storage(p)
+    p.set_defaults(func=cmd_overlay)
+
+    p = subparsers.add_parser(
+        "report", help="write a self-contained HTML cohort report",
+        description="Cohort report: status counts and grouped errors, quality, biomarker histograms (overall and by "
+        "site/device/eye), outliers with overlays, run config/model card and timings. Self-contained HTML.",
+    )
+    p.add_argument("output", help="pipeline output folder or URI")
+    p.add_argument("--out", help="HTML file to write (default OUTPUT/report.html)")
+    p.add_argument("--title", help="report title")
+    p.add_argument("--outlier-overlays", type=int, default=8, metavar="N", help="overlays embedded for the N most extreme outliers (default 8; 0 = none)")
+    p.add_argument("--max-outliers", type=int, default=30, metavar="N", help="rows in the outlier table (default 30)")
+    p.add_argument("--no-write-overlays", action="store_true", help="do not store overlays rendered for the report under OUTPUT/qc/")
+    _add_storage(p)
+    p.set_defaults(func=cmd_report)
+
+    p = subparsers.add_parser(
+        "query", help="run SQL (DuckDB) over the output tables",
+        description="Run DuckDB SQL with views images, segments and masks over the hive-partitioned Parquet "
+        "(batch column included). Prints a table, or writes --out file.csv|file.parquet.",
+        epilog='example: retsam query OUT "SELECT site, avg(crae_knudtson_um_zone_b) FROM images WHERE status=\'ok\' GROUP BY site"',
+    )
+    p.add_argument("output", help="pipeline output folder or URI")
+    p.add_argument("sql", help="SQL text, or @file.sql to read it from a file")
+    p.add_argument("--out", help="write the result to a .csv or .parquet file (local or object storage)")
+    p.add_argument("--max-rows", type=int, default=50, help="rows to print (default 50)")
+    _add_storage(p)
+    p.set_defaults(func=cmd_query)
+
+
+def _opts(args) -> dict:
+    from pipeline.qc.common import parse_storage_options
+
+    return parse_storage_options(getattr(args, "qc_storage_option", None))
+
+
+def cmd_overlay(args) -> int:
+    from pipeline.qc.common import write_bytes
+    from pipeline.qc.overlays import DEFAULT_SAMPLE, fetch_rows, render_overlays, render_row
+
+    opts = _opts(args)
+    if args.out:
+        if len(args.image_id) != 1:
+            print("--out needs exactly one IMAGE_ID", file=sys.stderr)
+            return 2
+        masks_rows, image_rows, schema = fetch_rows(args.output, args.image_id, opts)
+        iid = args.image_id[0]
+        if iid not in masks_rows:
+            st = (image_rows.get(iid) or {}).get("status")
+            print(f"{iid}: no masks stored" + (f" (status {st}: {(image_rows.get(iid) or {}).get('error')})" if st else " (unknown image id)"), file=sys.stderr)
+            return 1
+        write_bytes(args.out, render_row(masks_rows[iid], image_rows.get(iid), opts, schema), opts)
+        print(args.out)
+        return 0
+    t = time.time()
+    if args.image_id:
+        written = render_overlays(args.output, args.image_id, opts)
+        if len(written) < len(args.image_id):
+            print(f"{len(args.image_id) - len(written)} of {len(args.image_id)} image(s) have no masks "
+                  "(error/ungradable or unknown id)", file=sys.stderr)
+    elif args.all:
+        written = render_overlays(args.output, None, opts, mode="all")
+    else:
+        written = render_overlays(args.output, None, opts, mode="sample", n_sample=args.sample or DEFAULT_SAMPLE)
+    for w in written:
+        print(w)
+    print(f"{len(written)} overlay(s) written in {time.time() - t:.1f} s", file=sys.stderr)
+    return 0 if written or not args.image_id else 1
+
+
+def cmd_report(args) -> int:
+    from pipeline.qc.report import build_report
+
+    t = time.time()
+    out = build_report(
+        args.output, args.out, _opts(args), max_outliers=args.max_outliers, outlier_overlays=args.outlier_overlays,
+        write_missing_overlays=not args.no_write_overlays, title=args.title,
+    )
+    print(out)
+    print(f"report written in {time.time() - t:.2f} s", file=sys.stderr)
+    return 0
+
+
+def cmd_query(args) -> int:
+    import duckdb
+
+    from pipeline.qc.query import export, print_result
+
+    sql = args.sql
+    if sql.startswith("@"):
+        with open(sql[1:], encoding="utf-8") as f:
+            sql = f.read()
+    sql = sql.strip().rstrip(";")
+    try:
+        if args.out:
+            n = export(args.output, sql, args.out, _opts(args))
+            print(f"{n:,} rows written to {args.out}" if n >= 0 else f"written to {args.out}", file=sys.stderr)
+        else:
+            print_result(args.output, sql, _opts(args), max_rows=args.max_rows)
+    except duckdb.Error as exc:
+        print(f"query failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="retsam-qc", description="RetSAM QC: overlays, report, query")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""End to end on a real pipeline run (the demo cohort through `run_cohort`): overlays, report and query through
+the real `retsam` command line."""
+
+from __future__ import annotations
+
+import shutil
+
+import cv2
+import numpy as np
+import polars as pl
+import pytest
+
+from tests.pipeline_fixtures import demo_cohort, demo_run  # noqa: F401  (session fixtures, as in test_pipeline)
+
+from pipeline.qc.overlays import overlay_uri
+from pipeline.scan import scan
+from retsam_core.mask_codec import decode_mask
+from retsam_core.overlay import COLORS, disc_geometry
+from test_qc_overlay import _ring_hits
+from test_report import console_messages, run_chromium
+
+
+@pytest.fixture(scope="module")
+def run_copy(demo_run, tmp_path_factory):
+    """A private copy of the shared demo output (these tests write qc/ and report.html into it)."""
+    out, summary = demo_run
+    dst = tmp_path_factory.mktemp("qc_e2e") / "results"
+    shutil.copytree(out, dst)
+    return dst, summary
+
+
+def retsam(*args: str) -> int:
+    from pipeline.cli import main
+
+    return main(list(args))
+
+
+def test_overlays_from_real_run(run_copy, capsys):
+    out, summary = run_copy
+    assert retsam("overlay", str(out), "--all") == 0
+    masks = scan(str(out))["masks"].collect()
+    assert masks.height == summary["ok"] > 0
+    checked = 0
+    for row in masks.iter_rows(named=True):
+        path = overlay_uri(str(out), row["image_id"])
+        img = cv2.cvtColor(cv2.imread(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        s = row["canvas_size"]
+        ov = img[:s, :s].astype(np.int32)
+        vessel = decode_mask(row["mask_vessel"])
+        if row.get("mask_artery") is None:  # classical segmenter: no A/V, vessels in the plain colour
+            frac = np.mean(ov[vessel][:, 1] - np.maximum(ov[vessel][:, 0], ov[vessel][:, 2]) > 20)
+        else:
+            a = decode_mask(row["mask_artery"])
+            frac = np.mean(ov[a][:, 0] - np.maximum(ov[a][:, 1], ov[a][:, 2]) > 40)
+        assert frac > 0.9, (row["image_id"], frac)
+        if row.get("mask_optic_disc") is not None:
+            d = disc_geometry(decode_mask(row["mask_optic_disc"]))
+            if d is not None and d.r > 4:
+                inside = [k for k in (2, 3) if d.cx - k * d.r > 2 and d.cx + k * d.r < s - 2 and d.cy - k * d.r > 2 and d.cy + k * d.r < s - 2]
+                for k in inside:
+                    assert _ring_hits(img, d.cx, d.cy, k * d.r, COLORS["zone_b"], tol=70) > 0.5, (row["image_id"], k)
+        checked += 1
+    assert checked == summary["ok"]
+    bad = scan(str(out))["images"].filter(pl.col("status") == "error").select("image_id").collect()["image_id"][0]
+    assert retsam("overlay", str(out), bad, "--out", str(out / "x.png")) == 1
+
+
+def test_report_from_real_run(run_copy):
+    out, summary = run_copy
+    assert retsam("report", str(out)) == 0
+    html = (out / "report.html").read_text()
+    for s in ("summary", "status", "quality", "biomarkers", "groups", "outliers", "runs", "timings"):
+        assert f'<section id="{s}">' in html
+    assert f"{summary['ok']} / {summary['error']} / {summary['ungradable']}" in html
+    assert summary["run_id"] in html and "truncated" in html and "site" in html
+    shot = out / "shot.png"
+    r = run_chromium(["--window-size=1280,1600", f"--screenshot={shot}", "--enable-logging=stderr", "--v=0", (out / "report.html").as_uri()])
+    img = cv2.imread(str(shot))
+    assert img is not None and img.shape[:2] == (1600, 1280) and img.std() > 20
+    assert not console_messages(r.stderr)
+
+
+def test_query_from_real_run(run_copy, capsys, tmp_path):
+    out, summary = run_copy
+    from pipeline.qc.query import query
+
+    got = {r["status"]: r["n"] for r in query(str(out), "SELECT status, count(*) n FROM images GROUP BY 1").to_pylist()}
+    assert got == {k: summary[k] for k in ("ok", "error", "ungradable") if summary[k]}
+    sql = "SELECT site, avg(vessel_density_all_retina) v FROM images WHERE status = 'ok' GROUP BY site ORDER BY site"
+    duck = query(str(out), sql).to_pylist()
+    pol = (scan(str(out))["images"].filter(pl.col("status") == "ok").group_by("site")
+           .agg(pl.col("vessel_density_all_retina").mean().alias("v")).sort("site").collect().to_dicts())
+    assert [r["site"] for r in duck] == [r["site"] for r in pol]
+    assert all(abs(a["v"] - b["v"]) < 1e-12 for a, b in zip(duck, pol))
+    n_seg = query(str(out), "SELECT count(*) n FROM segments").to_pylist()[0]["n"]
+    assert n_seg == scan(str(out))["segments"].select(pl.len()).collect().item()
+    assert retsam("query", str(out), sql, "--out", str(tmp_path / "v.csv")) == 0
+    assert pl.read_csv(tmp_path / "v.csv").height == len(duck)
+    assert retsam("query", str(out), "SELECT image_id, status FROM images ORDER BY 1") == 0
+    assert "(%d rows)" % sum(got.values()) in capsys.readouterr().out
