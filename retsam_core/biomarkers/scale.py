@@ -1,0 +1,46 @@
+"""Pixel size of the mask grid when the manifest does not give one.
+
+Order of trust: the manifest; the field-of-view diameter under an assumed camera field angle (about 0.29 mm of
+retina per degree near the posterior pole, Bennett/Drasdo); the optic disc diameter against the population mean of
+about 1.8 mm. The source is always recorded so a cohort can be stratified or re-scaled later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from retsam_core.biomarkers.api import Scale
+
+MM_PER_DEGREE = 0.29  # retinal mm per visual degree (emmetropic eye)
+MEAN_DISC_DIAMETER_MM = 1.8
+
+
+def fov_diameter_px(fov: np.ndarray) -> float | None:
+    """Diameter of the field of view: the widest horizontal extent (robust to top/bottom cuts of the circle)."""
+    if fov is None or not fov.any():
+        return None
+    cols = np.flatnonzero(fov.any(axis=0))
+    rows = np.flatnonzero(fov.any(axis=1))
+    return float(max(cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1))
+
+
+def estimate_scale(
+    fov: np.ndarray | None,
+    masks: Mapping[str, np.ndarray] | None = None,
+    manifest_mm_per_px: float | None = None,
+    field_angle_deg: float = 45.0,
+) -> Scale:
+    """Scale from the manifest, else the FOV diameter and field angle, else the disc diameter, else unknown."""
+    if manifest_mm_per_px is not None and np.isfinite(manifest_mm_per_px) and manifest_mm_per_px > 0:
+        return Scale(float(manifest_mm_per_px), "manifest")
+    d = fov_diameter_px(fov) if fov is not None else None
+    # a usable circular field: not the whole canvas (an all-true fov carries no information)
+    if d is not None and field_angle_deg and not fov.all():
+        return Scale(field_angle_deg * MM_PER_DEGREE / d, "fov_estimate")
+    disc = (masks or {}).get("optic_disc")
+    if disc is not None and disc.any():
+        diam = 2.0 * float(np.sqrt(disc.sum() / np.pi))
+        return Scale(MEAN_DISC_DIAMETER_MM / diam, "disc_estimate")
+    return Scale(None, "none")
