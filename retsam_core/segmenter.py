@@ -35,23 +35,32 @@ class Segmenter(Protocol):
 
 
 def load_segmenter(spec: str | None = None, device: str | None = None) -> Segmenter:
-    """Build a segmenter from a spec: "classical", "default", or a path/URI of learned weights (.safetensors).
+    """Build a segmenter from a spec: "default", "classical", "learned", or a path/URI of weights (.safetensors).
 
-    "default" is the shipped learned model when its card says it beats the classical one, else classical.
+    "default": the shipped learned model combined per target with the classical one (`hybrid.HybridSegmenter`),
+    when its card says it beats the classical segmenter on vessels; else classical. "learned": the shipped model
+    alone. A path/URI: those weights alone, every trained channel as the card describes it.
     """
     from retsam_core.classical import ClassicalSegmenter
 
-    if spec in (None, "", "default"):
-        try:
-            from retsam_core.model.loading import default_weights_path
-        except ImportError:
-            return ClassicalSegmenter()
-        path = default_weights_path()
-        if path is None:
-            return ClassicalSegmenter()
-        spec = str(path)
     if spec == "classical":
         return ClassicalSegmenter()
+    if spec in (None, "", "default", "learned"):
+        from retsam_core.model.loading import default_weights_path
+
+        path = default_weights_path()
+        if path is None:
+            if spec == "learned":
+                raise FileNotFoundError("no shipped learned weights that beat the classical segmenter")
+            return ClassicalSegmenter()
+        from retsam_core.model.loading import LearnedSegmenter
+
+        learned = LearnedSegmenter.from_uri(str(path), device=device)
+        if spec == "learned":
+            return learned
+        from retsam_core.hybrid import HybridSegmenter
+
+        return HybridSegmenter(learned, learned.card)
     from retsam_core.model.loading import LearnedSegmenter
 
     return LearnedSegmenter.from_uri(spec, device=device)

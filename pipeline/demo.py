@@ -1,0 +1,145 @@
+"""The bundled demo cohort, generated at run time from a real fundus photograph (`skimage.data.retina()`).
+
+Good images: the photograph and derived variants (flips, rescales, crops, rotations, JPEG at several qualities,
+lossless PNG). Bad files, one per failure mode seen in real cohorts: empty, truncated JPEG, non-image text,
+grayscale, 16-bit PNG, RGBA PNG, tiny, huge (8000x6000) and an all-black frame with no field of view.
+A manifest (CSV) lists every file with participant/eye/visit/site/device metadata.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+# expected outcome per bad file: (status, words the error/warning must contain)
+EXPECTED_BAD = {
+    "bad_empty.jpg": ("error", "empty"),
+    "bad_truncated.jpg": ("error", "truncated"),
+    "bad_not_an_image.jpg": ("error", "not an image"),
+    "bad_grayscale.png": ("ungradable", "grayscale"),
+    "bad_tiny.jpg": ("error", "too small"),
+    "bad_black_no_fov.png": ("ungradable", "no field of view"),
+}
+EXPECTED_WARN = {
+    "odd_16bit.png": ("ok", "16-bit"),
+    "odd_rgba.png": ("ok", "alpha"),
+    "odd_huge_8000x6000.jpg": ("ok", ""),
+}
+
+
+@dataclass
+class DemoCohort:
+    root: Path
+    input_dir: Path
+    manifest: Path
+    good: list[str]
+    bad: list[str]
+
+
+def _retina(side: int | None) -> np.ndarray:
+    from skimage import data
+
+    rgb = data.retina()  # (1411, 1411, 3) uint8, a real colour fundus photograph
+    if side and side != rgb.shape[0]:
+        rgb = cv2.resize(rgb, (side, side), interpolation=cv2.INTER_AREA)
+    return rgb
+
+
+def _jpeg(rgb: np.ndarray, q: int = 92) -> bytes:
+    ok, buf = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
+    assert ok
+    return buf.tobytes()
+
+
+def _png(arr: np.ndarray) -> bytes:
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        arr = arr[..., ::-1]
+    elif arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[..., [2, 1, 0, 3]]
+    ok, buf = cv2.imencode(".png", arr)
+    assert ok
+    return buf.tobytes()
+
+
+def good_variants(side: int | None = None) -> dict[str, bytes]:
+    """~14 plausible fundus photographs derived from the one real photograph."""
+    base = _retina(side)
+    s = base.shape[0]
+    rot = cv2.warpAffine(base, cv2.getRotationMatrix2D((s / 2, s / 2), 12, 1.0), (s, s))
+    crop = base[int(0.1 * s): int(0.9 * s), :]  # field of view cut at top and bottom (macula-style framing)
+    wide = cv2.copyMakeBorder(base, 0, 0, s // 5, s // 5, cv2.BORDER_CONSTANT, value=0)  # 4:3-ish camera frame
+    dark = np.clip(base.astype(np.float32) * 0.7, 0, 255).astype(np.uint8)
+    out = {
+        "retina_q95.jpg": _jpeg(base, 95),
+        "retina_q75.jpg": _jpeg(base, 75),
+        "retina_q50.jpg": _jpeg(base, 50),
+        "retina_q25.jpg": _jpeg(base, 25),
+        "retina_lossless.png": _png(base),
+        "retina_hflip.jpg": _jpeg(base[:, ::-1]),
+        "retina_vflip.jpg": _jpeg(base[::-1]),
+        "retina_rot12.jpg": _jpeg(rot),
+        "retina_crop_tb.jpg": _jpeg(crop),
+        "retina_wide_frame.jpg": _jpeg(wide),
+        "retina_dark.jpg": _jpeg(dark),
+        "retina_half.jpg": _jpeg(cv2.resize(base, (s // 2, s // 2), interpolation=cv2.INTER_AREA)),
+        "retina_x0.75.jpg": _jpeg(cv2.resize(base, (int(s * 0.75),) * 2, interpolation=cv2.INTER_AREA)),
+        "retina_x1.5.jpg": _jpeg(cv2.resize(base, (int(s * 1.5),) * 2, interpolation=cv2.INTER_CUBIC)),
+    }
+    return out
+
+
+def bad_files(side: int | None = None, huge: bool = True) -> dict[str, bytes]:
+    base = _retina(side)
+    full = _jpeg(base)
+    gray = cv2.cvtColor(base, cv2.COLOR_RGB2GRAY)
+    rgb16 = (base.astype(np.uint16) * 257)
+    rgba = np.dstack([base, np.full(base.shape[:2], 255, np.uint8)])
+    out = {
+        "bad_empty.jpg": b"",
+        "bad_truncated.jpg": full[: len(full) * 2 // 5],
+        "bad_not_an_image.jpg": b"participant,eye\nP001,OD\nThis is a CSV export, not a photograph.\n" * 4,
+        "bad_grayscale.png": _png(gray),
+        "bad_tiny.jpg": _jpeg(cv2.resize(base, (32, 32), interpolation=cv2.INTER_AREA)),
+        # a dark frame (lens cap / failed flash): sensor noise only, no field of view
+        "bad_black_no_fov.png": _png(np.random.default_rng(0).integers(0, 10, base.shape, dtype=np.uint8)),
+        "odd_16bit.png": _png(rgb16),
+        "odd_rgba.png": _png(rgba),
+    }
+    if huge:
+        big = cv2.resize(_retina(None), (6000, 6000), interpolation=cv2.INTER_LINEAR)
+        big = cv2.copyMakeBorder(big, 0, 0, 1000, 1000, cv2.BORDER_CONSTANT, value=0)  # 8000 x 6000
+        out["odd_huge_8000x6000.jpg"] = _jpeg(big, 85)
+    return out
+
+
+def build_demo(root: str | Path, side: int | None = None, huge: bool = True, manifest_mm_per_px: bool = True) -> DemoCohort:
+    """Write the demo cohort to ROOT/input (+ ROOT/input/manifest.csv). `side` downsizes the base photograph."""
+    root = Path(root)
+    inp = root / "input"
+    inp.mkdir(parents=True, exist_ok=True)
+    good = good_variants(side)
+    bad = bad_files(side, huge=huge)
+    rows = []
+    for k, (name, data) in enumerate(sorted({**good, **bad}.items())):
+        (inp / name).write_bytes(data)
+        rows.append({
+            "path": name,
+            "participant_id": f"P{k // 2 + 1:03d}",
+            "eye": "OD" if k % 2 == 0 else "OS",
+            "visit": "baseline" if k % 3 else "followup-1",
+            "site": "demo-site-A" if k < 12 else "demo-site-B",
+            "device": "skimage-retina",
+            # the original photograph: a 45 degree field of ~14 mm across ~1400 px (scaled with the variant)
+            "mm_per_px": ("" if not manifest_mm_per_px or not name.startswith("retina_q") else
+                          f"{14.0 / (side or 1411):.6f}"),
+        })
+    manifest = inp / "manifest.csv"
+    with manifest.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return DemoCohort(root, inp, manifest, sorted(good), sorted(bad))

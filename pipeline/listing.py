@@ -1,0 +1,183 @@
+"""Turn INPUT (folder, glob, s3:// prefix, or CSV/Parquet manifest) into a listing table.
+
+The listing is an Arrow table with `image_id` (stable across runs: the path relative to the input root),
+`path` (full URI), `read_path` (the path as Ray's `path` column reports it: no scheme) and any manifest columns,
+which pass through to the output. It is the only thing proportional to the cohort held by the driver, and it is
+columnar (about 100 bytes per image).
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.storage import IMAGE_EXTENSIONS, filesystem, protocol_of, strip_protocol, to_uri, with_retries
+
+MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq", ".tsv")
+RESERVED = {"image_id", "path", "read_path"}
+
+
+@dataclass
+class Listing:
+    table: pa.Table  # image_id, path, read_path, <manifest columns>
+    root_path: str  # path prefix (no scheme) that image ids are relative to
+    protocol: str
+    duplicates_dropped: int = 0
+
+    @property
+    def root(self) -> str:
+        return to_uri(self.protocol, self.root_path)
+
+    @property
+    def metadata_columns(self) -> list[str]:
+        return [c for c in self.table.column_names if c not in RESERVED]
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+
+def is_manifest(uri: str) -> bool:
+    return uri.lower().endswith(MANIFEST_SUFFIXES)
+
+
+def image_id_for(read_path: str, root_path: str, protocol: str) -> str:
+    """Stable id of an image: its path relative to the input root, else its full URI (same rule in every stage)."""
+    if read_path.startswith(root_path):
+        return read_path[len(root_path):]
+    return to_uri(protocol, read_path)
+
+
+def list_inputs(uri: str, storage_options: dict | None = None) -> Listing:
+    proto = protocol_of(uri)
+    fs = filesystem(uri, storage_options)
+    if is_manifest(uri):
+        return _from_manifest(uri, fs, proto)
+    path = strip_protocol(uri)
+    if any(ch in path for ch in "*?["):
+        base = path.split("*")[0].split("?")[0].split("[")[0]
+        base = base if base.endswith("/") else posixpath.dirname(base) + "/"
+        found = [p for p in fs.glob(path) if _is_image(p) and not fs.isdir(p)]
+        root = base
+    else:
+        if not fs.exists(path):
+            raise FileNotFoundError(f"input not found: {uri}")
+        if fs.isdir(path):
+            root = path.rstrip("/") + "/"
+            if proto == "file":  # streaming walk straight into Arrow: no per-file dicts for big folders
+                return Listing(_walk_local(root), root, proto)
+            found = [p for p in fs.find(path) if _is_image(p)]
+        else:
+            found = [path]
+            root = posixpath.dirname(path) + "/"
+    found = sorted(p for p in found if not any(part.startswith(".") or part.startswith("_") for part in p[len(root):].split("/")))
+    ids = [image_id_for(p, root, proto) for p in found]
+    table = pa.table({
+        "image_id": pa.array(ids, pa.string()),
+        "path": pa.array([to_uri(proto, p) for p in found], pa.string()),
+        "read_path": pa.array(found, pa.string()),
+    })
+    return Listing(table, root, proto)
+
+
+def _walk_local(root: str, chunk: int = 20000) -> pa.Table:
+    """Image files under a local folder (hidden and _-prefixed folders/files skipped), sorted by image_id."""
+    import os
+
+    parts: list[pa.Table] = []
+    ids: list[str] = []
+    paths: list[str] = []
+
+    def flush() -> None:
+        if paths:
+            parts.append(pa.table({"image_id": pa.array(ids, pa.string()), "path": pa.array(paths, pa.string()),
+                                   "read_path": pa.array(paths, pa.string())}))
+            ids.clear()
+            paths.clear()
+
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith((".", "_"))]
+        for name in filenames:
+            if not name.startswith((".", "_")) and _is_image(name):
+                full = os.path.join(dirpath, name)
+                paths.append(full)
+                ids.append(full[len(root):])
+                if len(paths) >= chunk:
+                    flush()
+    flush()
+    if not parts:
+        return pa.table({"image_id": pa.array([], pa.string()), "path": pa.array([], pa.string()),
+                         "read_path": pa.array([], pa.string())})
+    t = pa.concat_tables(parts)
+    return t.take(pc.sort_indices(t["image_id"]))
+
+
+def _is_image(path: str) -> bool:
+    return path.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _from_manifest(uri: str, fs, proto: str) -> Listing:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    mpath = strip_protocol(uri)
+    def read() -> bytes:
+        with fs.open(mpath, "rb") as f:
+            return f.read()
+
+    data = with_retries(read)
+    if uri.lower().endswith((".parquet", ".pq")):
+        table = pq.read_table(io.BytesIO(data))
+    else:
+        delim = "\t" if uri.lower().endswith(".tsv") else ","
+        # keep identifiers as strings (participant ids like 00123 must not become integers)
+        probe = pacsv.read_csv(io.BytesIO(data), parse_options=pacsv.ParseOptions(delimiter=delim))
+        types = {c: pa.string() for c in probe.column_names if c in ("path", "participant_id", "eye", "visit", "site", "device", "image_id")}
+        table = pacsv.read_csv(io.BytesIO(data), parse_options=pacsv.ParseOptions(delimiter=delim),
+                               convert_options=pacsv.ConvertOptions(column_types=types))
+    if "path" not in table.column_names:
+        raise ValueError(f"manifest {uri} has no 'path' column (columns: {', '.join(table.column_names)})")
+    if "mm_per_px" in table.column_names:
+        table = table.set_column(table.column_names.index("mm_per_px"), "mm_per_px", pc.cast(table["mm_per_px"], pa.float64()))
+    for bad in ("image_id", "read_path"):
+        if bad in table.column_names:
+            table = table.rename_columns([f"manifest_{c}" if c == bad else c for c in table.column_names])
+    root_dir = posixpath.dirname(mpath) + "/"
+    raw = table["path"].to_pylist()
+    full, read = [], []
+    for p in raw:
+        p = str(p).strip()
+        if "://" in p:
+            full.append(p)
+            read.append(strip_protocol(p))
+        elif p.startswith("/"):
+            full.append(to_uri(proto, p.lstrip("/") if proto != "file" else p))
+            read.append(p if proto == "file" else p.lstrip("/"))
+        else:  # relative to the manifest's folder
+            rp = posixpath.normpath(root_dir + p)
+            full.append(to_uri(proto, rp))
+            read.append(rp)
+    protos = {protocol_of(p) for p in full}
+    if len(protos) > 1:
+        raise ValueError(f"manifest mixes storage schemes {sorted(protos)}: one run reads from one filesystem")
+    proto = protos.pop() if protos else proto
+    ids = [image_id_for(r, root_dir, proto) for r in read]
+    meta = table.drop_columns(["path"])
+    out = pa.table({"image_id": pa.array(ids, pa.string()), "path": pa.array(full, pa.string()),
+                    "read_path": pa.array(read, pa.string())})
+    for name in meta.column_names:
+        out = out.append_column(name, meta[name])
+    before = out.num_rows
+    out = _dedupe(out)
+    return Listing(out, root_dir, proto, before - out.num_rows)
+
+
+def _dedupe(table: pa.Table) -> pa.Table:
+    idx = pa.table({"image_id": table["image_id"], "_i": pa.array(range(table.num_rows), pa.int64())})
+    first = idx.group_by("image_id", use_threads=False).aggregate([("_i", "min")])["_i_min"]
+    if len(first) == table.num_rows:
+        return table
+    return table.take(pc.take(first, pc.sort_indices(first)))  # first occurrence of each id, in manifest order

@@ -1,0 +1,104 @@
+"""Render docs/model_card.md from the weights card (JSON) and the evaluation summary, so the two never disagree.
+
+  python -m retsam_core.evaluation.card_doc --card retsam_core/weights/retsam-small.json --summary docs/model_eval/summary.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from retsam_core.evaluation.report import summary_markdown
+
+CITATIONS = {
+    "chase_db1": "Fraz et al., IEEE TBME 59(9):2538–2548, 2012 (CHASE_DB1)",
+    "hrf_av": "Budai et al., IJBI 2013 (HRF); A/V labels likely Hemelings et al., CMIG 76:101636, 2019",
+    "drishti_gs1": "Sivaswamy et al., ISBI 2014 and JSM Biomed Imaging Data Papers 2(1):1004, 2015 (Drishti-GS)",
+    "idrid": "Porwal et al., Data 3(3):25, 2018 and MedIA 59:101561, 2020 (IDRiD)",
+}
+SPLITS = {
+    "chase_db1": "train children 01–10 (20 images) / test 11–14 (8), 1st observer",
+    "hrf_av": "lwnet protocol: test images 01–05 of each group (15) / train 06–15 (30)",
+    "drishti_gs1": "official 50 train / 51 test, soft maps ≥ 128 (majority of 4 experts)",
+    "idrid": "official 54 train / 27 test (split.csv); missing mask = absent lesion",
+}
+
+
+def render(card: dict, summary: dict | None, notes: str = "", appendix: str = "") -> str:
+    tr = card.get("training", {})
+    stages = tr.get("stages", {})
+    L = []
+    L += [f"# Model card: {card['name']} ({card.get('variant')}, {card.get('resolution')} px)", ""]
+    L += [f"Weights: `retsam_core/weights/{card.get('weights_file')}` ({card.get('size_bytes', 0) / 1e6:.1f} MB, float32 safetensors), "
+          f"sha256 `{card.get('sha256')}`. The JSON card beside it is the machine-readable version of this page.", ""]
+    L += ["## Architecture", "",
+          "One shared encoder, one full UNet-style decoder per task group (task-decoupled decoders, RetSAM design), "
+          "independent sigmoid per channel (multi-label), optional fovea (x, y) regression head from the deepest features. "
+          "`small` = compact residual CNN written in this repository (input pixel-unshuffled ×2 so every convolution runs at "
+          "half resolution, output pixel-shuffled back: thin vessels keep full-resolution evidence at a quarter of the cost); "
+          "`base` = timm Swin encoder (optional `gpu` extra, never pretrained-downloaded), same decoders.", ""]
+    arch = card.get("architecture", {})
+    L += [f"- config: `{json.dumps({k: arch.get(k) for k in ('variant', 'resolution', 'stem_unshuffle', 'enc_channels', 'enc_blocks', 'dec_channels', 'fovea_head')})}`"]
+    for g, ch in card.get("task_groups", {}).items():
+        L.append(f"- decoder `{g}`: {', '.join(ch)}")
+    L += ["", "## What each channel was trained on", "", "| target | datasets (train split) | status |", "|---|---|---|"]
+    for t in card.get("channels", []) + ["fovea"]:
+        ds = card.get("trained_on", {}).get(t, [])
+        status = "UNTRAINED — not emitted" if t in card.get("untrained", []) else "trained, emitted"
+        L.append(f"| {t} | {', '.join(ds) or '—'} | {status} |")
+    L += ["", "Untrained heads exist in the network (so the same file format serves later training) but are listed in "
+          "`untrained`; `LearnedSegmenter` never emits them and does not even compute decoders whose channels are all "
+          "untrained. Reason: " + "; ".join(sorted(set(card.get("untrained_reason", {}).values()))) + ".", ""]
+    L += ["## Data, splits and terms", "", "| dataset | split used | licence / terms (as found) | cite |", "|---|---|---|---|"]
+    for n, d in card.get("datasets", {}).items():
+        L.append(f"| {n} | {SPLITS.get(n, '')} | {d.get('licence')} | {CITATIONS.get(n, '')} |")
+    L += ["", "Test splits were used only for the numbers below: no threshold, checkpoint or hyper-parameter was chosen on them.", ""]
+    L += ["## Training (what the shipped weights went through)", ""]
+    for s, info in stages.items():
+        L.append(f"- **{s}**: {info.get('steps')} steps in {info.get('minutes')} min, batch {info.get('batch')} × {info.get('patch')} px patches, "
+                 f"lr {info.get('lr')}, frozen encoder: {info.get('frozen_encoder')}, loss {info.get('first_loss')} → {info.get('final_loss')} "
+                 f"(running mean of the logged window), channels: {', '.join(info.get('channels', []))}")
+    L += [f"- total: {tr.get('total_minutes')} min on {tr.get('hardware')}", ""]
+    if notes:
+        L += [notes.strip(), ""]
+    L += ["## Evaluation (test splits, 1024 px pipeline canvas, threshold 0.5)", ""]
+    if summary:
+        L += [summary_markdown(summary), ""]
+        L += ["DSC = mean over images. For lesions, 'DSC (lesion present)' is the IDRiD image-level mean over images whose "
+              "ground truth contains the lesion; 'DSC' also counts lesion-free images (1 if nothing predicted, else 0); AUPR is "
+              "pooled over all test pixels (IDRiD challenge style). Vessel metrics include clDice. Classical = "
+              "`load_segmenter('classical')` on the same canvases (it provides vessel, optic disc, fovea only).", ""]
+        sp = summary.get("seconds_per_image", {})
+        if sp:
+            L += ["Seconds per image during evaluation (shared 2-core CPU, 1 thread, includes resize/threshold): " +
+                  ", ".join(f"{k} {v:.2f}" for k, v in sp.items()) + ".", ""]
+    cmp = card.get("comparison", {}).get("vessel", {})
+    if cmp:
+        beats = cmp.get("learned_dsc", 0) > cmp.get("classical_dsc", 1)
+        L += [f"**Default-model gate:** vessel DSC on {cmp.get('dataset')} test: learned {cmp.get('learned_dsc'):.3f} vs classical "
+              f"{cmp.get('classical_dsc'):.3f} → `load_segmenter('default')` uses "
+              f"{'these weights' if beats else 'the classical segmenter'} (`default_weights_path()` "
+              f"{'returns the shipped file' if beats else 'returns None'}).", ""]
+    if appendix:
+        L += [appendix.strip(), ""]
+    return "\n".join(L) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--card", required=True)
+    ap.add_argument("--summary")
+    ap.add_argument("--notes", help="markdown file appended to the training section")
+    ap.add_argument("--appendix", help="markdown file appended at the end (known gaps)")
+    ap.add_argument("--out", default="docs/model_card.md")
+    a = ap.parse_args(argv)
+    card = json.loads(Path(a.card).read_text())
+    summary = json.loads(Path(a.summary).read_text()) if a.summary else None
+    notes = Path(a.notes).read_text() if a.notes else ""
+    appendix = Path(a.appendix).read_text() if a.appendix else ""
+    Path(a.out).write_text(render(card, summary, notes, appendix))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Evaluate a segmenter on a dataset split (or any image/mask folder pair) at the pipeline canvas size.
+
+Images are decoded and preprocessed exactly as the pipeline does (1024 px canvas by default); ground truth is
+mapped onto the same canvas with the same geometry (`label_to_canvas`, binary at 0.5). Metrics are computed
+inside the field of view (union the ground truth, so no labelled pixel is dropped); HRF-AV "unknown" vessel
+pixels are excluded for artery/vein. Outputs: `metrics.json` (per image + aggregate) and `metrics.md`.
+
+Aggregation: mean over images of each metric. For lesions, the image-level mean DSC is over images whose ground
+truth contains the lesion (`dsc_present`), plus the mean over all images (`dsc`, empty-on-empty = 1) and the number
+of lesion-free images with false positives; AUPR is pooled over all pixels of the split (IDRiD challenge style),
+from the model's probabilities (learned segmenters only).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from retsam_core.datasets.cache import build_one, cache_path, load_canvas, load_cached
+from retsam_core.datasets.readers import get_reader, label_to_canvas
+from retsam_core.evaluation.metrics import PRAccumulator, binary_metrics, cldice
+from retsam_core.targets import LESION_TARGETS
+
+VESSEL_LIKE = ("vessel", "artery", "vein")
+
+
+def _nanmean(xs):
+    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    return float(np.mean(xs)) if xs else None
+
+
+def _image_metrics(pred, gt, valid, target, with_cldice=True):
+    m = binary_metrics(pred, gt, valid)
+    if target in VESSEL_LIKE and with_cldice:
+        m["cldice"] = cldice(pred, gt, valid)
+    return m
+
+
+def _probs_for(seg, target, size):
+    probs = getattr(seg, "last_probabilities", None)
+    if probs is None or target not in getattr(getattr(seg, "model", None), "channels", ()):
+        return None
+    p = probs[0, list(seg.model.channels).index(target)]
+    return p if p.shape[0] == size else cv2.resize(p, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def evaluate_items(seg, items, targets, out_dir=None, title="", log=print, with_cldice=True) -> dict:
+    """`items`: iterable of (id, image (S,S,3), fov (S,S), {target: gt bool}, {target: ignore bool})."""
+    per_image, accs, t_total, n = [], {}, 0.0, 0
+    provided = [t for t in targets if t in seg.info.provides]
+    for id_, image, fov, gts, ignores in items:
+        t0 = time.perf_counter()
+        masks = seg.segment(image[None], fov[None])[0]
+        t_total += time.perf_counter() - t0
+        n += 1
+        row = {"id": id_}
+        for t in provided:
+            gt = gts[t]
+            valid = fov | gt
+            if t in ignores:
+                valid = valid & ~ignores[t]
+            row[t] = _image_metrics(masks[t], gt, valid, t, with_cldice)
+            if t in LESION_TARGETS:
+                p = _probs_for(seg, t, gt.shape[0])
+                if p is not None:
+                    accs.setdefault(t, PRAccumulator()).add(p, gt, valid)
+        per_image.append(row)
+        log(f"  {title} {id_}: " + " ".join(f"{t}={row[t]['dsc']:.3f}" for t in provided))
+    agg = {}
+    for t in provided:
+        rows = [r[t] for r in per_image]
+        a = {k: _nanmean([r[k] for r in rows]) for k in ("dsc", "iou", "sensitivity", "specificity")}
+        if t in VESSEL_LIKE and with_cldice:
+            a["cldice"] = _nanmean([r["cldice"] for r in rows])
+        if t in LESION_TARGETS:
+            present = [r for r in rows if r["gt_pixels"] > 0]
+            a["dsc_present"] = _nanmean([r["dsc"] for r in present])
+            a["images_with_lesion"] = len(present)
+            a["false_positive_images"] = sum(1 for r in rows if r["gt_pixels"] == 0 and r["pred_pixels"] > 0)
+            if t in accs:
+                a["aupr"] = accs[t].aupr()
+        a["images"] = len(rows)
+        agg[t] = a
+    result = {
+        "title": title,
+        "segmenter": {"name": seg.info.name, "version": seg.info.version, "weights_hash": seg.info.weights_hash,
+                      "resolution": seg.info.resolution, "provides": list(seg.info.provides)},
+        "targets_evaluated": provided,
+        "targets_not_provided": [t for t in targets if t not in provided],
+        "seconds_per_image": t_total / max(n, 1),
+        "aggregate": agg,
+        "per_image": per_image,
+    }
+    if out_dir:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(result, indent=1, allow_nan=True))
+        (out / "metrics.md").write_text(markdown_table(result))
+    return result
+
+
+def dataset_items(dataset, split, size=1024, cache_dir="runs/cache", root=None, limit=None):
+    """Yield evaluation items from the canvas cache (built on first use, exactly like the pipeline)."""
+    r = get_reader(dataset, root)
+    for id_ in r.ids(split)[:limit] if limit else r.ids(split):
+        p = cache_path(cache_dir, size, r.name, split, id_)
+        if not p.exists():
+            build_one(r, split, id_, size, p)
+        d = load_cached(p)
+        gts = {k[2:]: v >= 128 for k, v in d.items() if k.startswith("m_")}
+        ign = {k[2:]: v.astype(bool) for k, v in d.items() if k.startswith("i_")}
+        yield id_, d["image"], d["fov"], gts, ign
+
+
+def folder_items(images_dir, masks_dir, target, size=1024, threshold=128):
+    """Pairs by file stem: a mask pairs with the image whose stem it starts with (e.g. X.jpg <-> X_mask.png)."""
+    from PIL import Image
+
+    imgs = sorted(p for p in Path(images_dir).iterdir() if p.is_file() and not p.name.startswith("."))
+    masks = sorted(p for p in Path(masks_dir).iterdir() if p.is_file() and not p.name.startswith("."))
+    for ip in imgs:
+        cands = [m for m in masks if m.stem == ip.stem] or [m for m in masks if m.stem.startswith(ip.stem)]
+        if not cands:
+            continue
+        pre = load_canvas(ip, size)
+        arr = np.asarray(Image.open(cands[0]))
+        if arr.ndim == 3:
+            arr = arr.max(axis=2)
+        gt = arr >= (threshold if arr.dtype != bool and arr.max() > 1 else 1)
+        yield ip.stem, pre.image, pre.fov, {target: label_to_canvas(gt, pre.geometry) >= 0.5}, {}
+
+
+def evaluate_dataset(seg, dataset, split="test", out_dir=None, size=1024, cache_dir="runs/cache", root=None, limit=None, log=print, with_cldice=True):
+    r = get_reader(dataset, root)
+    return evaluate_items(seg, dataset_items(dataset, split, size, cache_dir, root, limit), list(r.annotated), out_dir,
+                          title=f"{r.name}/{split}", log=log, with_cldice=with_cldice)
+
+
+def _fmt(v, pct=False):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def markdown_table(result: dict) -> str:
+    seg = result["segmenter"]
+    lines = [f"# {result['title']} — {seg['name']} v{seg['version']}", "",
+             f"Segmenter hash `{seg['weights_hash'][:12] or '-'}`, {result['seconds_per_image']:.2f} s/image (incl. resize).", "",
+             "| target | images | DSC | DSC (lesion present) | IoU | sensitivity | specificity | clDice | AUPR |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for t, a in result["aggregate"].items():
+        lines.append(f"| {t} | {a['images']} | {_fmt(a['dsc'])} | {_fmt(a.get('dsc_present'))} | {_fmt(a['iou'])} | "
+                     f"{_fmt(a['sensitivity'])} | {_fmt(a['specificity'])} | {_fmt(a.get('cldice'))} | {_fmt(a.get('aupr'))} |")
+    if result["targets_not_provided"]:
+        lines += ["", f"Not provided by this segmenter (not evaluated): {', '.join(result['targets_not_provided'])}."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,121 @@
+"""The default segmenter: each target from whichever segmenter measured better on held-out data.
+
+The shipped learned model and the classical one each win somewhere (learned: vessels, artery/vein, cup, exudates;
+classical: optic disc, fovea). The choice is read from the model card's test metrics, so a retrained model
+changes the mix without code changes. A learned channel whose test DSC is below `MIN_RELEASE_DSC` is withheld
+(flagged, never emitted): an empty or random lesion map would read as "no lesions", a false measurement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from statistics import mean
+
+import numpy as np
+
+from retsam_core.classical import ClassicalSegmenter
+from retsam_core.segmenter import Segmenter, SegmenterInfo
+from retsam_core.targets import TARGETS
+
+MIN_RELEASE_DSC = 0.30
+
+
+@dataclass(frozen=True)
+class TargetChoice:
+    source: str  # "learned", "classical" or "withheld"
+    reason: str
+
+
+def _mean_dsc(per_dataset: dict, target: str) -> float | None:
+    """Mean test DSC over datasets; for lesions over the images that have the lesion (`dsc_present`), since
+    lesion-free images score 1.0 for an empty prediction and would hide a head that never fires."""
+    values = [
+        m[target].get("dsc_present", m[target]["dsc"]) for m in per_dataset.values() if isinstance(m, dict) and target in m
+    ]
+    return float(mean(values)) if values else None
+
+
+def _shared_datasets_mean(learned: dict, classical: dict, target: str) -> tuple[float, float] | None:
+    """Mean DSC of both segmenters over the test sets where both were scored on `target`."""
+    pairs = [
+        (learned[d][target]["dsc"], classical[d][target]["dsc"])
+        for d in learned
+        if target in learned.get(d, {}) and target in classical.get(d, {})
+    ]
+    if not pairs:
+        return None
+    return float(mean(p[0] for p in pairs)), float(mean(p[1] for p in pairs))
+
+
+def choose_sources(card: dict, learned_targets: tuple[str, ...], classical_targets: tuple[str, ...]) -> dict[str, TargetChoice]:
+    """Per target, which segmenter supplies it, with the evidence from the card."""
+    metrics = card.get("metrics", {})
+    learned = metrics.get("learned", {})
+    classical = metrics.get("classical_baseline", {})
+    choice: dict[str, TargetChoice] = {}
+    for t in TARGETS:
+        in_l, in_c = t in learned_targets, t in classical_targets
+        if in_l and in_c:
+            both = _shared_datasets_mean(learned, classical, t)
+            if both is None:
+                choice[t] = TargetChoice("classical", "no shared test set in the card; classical is the baseline")
+            elif both[0] > both[1]:
+                choice[t] = TargetChoice("learned", f"test DSC {both[0]:.3f} vs classical {both[1]:.3f}")
+            else:
+                choice[t] = TargetChoice("classical", f"test DSC {both[1]:.3f} vs learned {both[0]:.3f}")
+        elif in_l:
+            dsc = _mean_dsc(learned, t)
+            if dsc is None:
+                choice[t] = TargetChoice("withheld", "no test metric in the model card")
+            elif dsc < MIN_RELEASE_DSC:
+                choice[t] = TargetChoice("withheld", f"test DSC {dsc:.3f} below the release bar {MIN_RELEASE_DSC}")
+            else:
+                choice[t] = TargetChoice("learned", f"test DSC {dsc:.3f}")
+        elif in_c:
+            choice[t] = TargetChoice("classical", "only the classical segmenter provides it")
+    _release_artery_vein_together(choice)
+    return choice
+
+
+def _release_artery_vein_together(choice: dict[str, TargetChoice]) -> None:
+    """Arteries and veins are one classification: a vein map without a working artery map is just the vessel map,
+    and CRVE/AVR from it would be wrong. Withhold both when either is withheld."""
+    av = [choice.get(t) for t in ("artery", "vein")]
+    if all(c is not None for c in av) and any(c.source == "withheld" for c in av):
+        weak = next(t for t in ("artery", "vein") if choice[t].source == "withheld")
+        for t in ("artery", "vein"):
+            if choice[t].source != "withheld":
+                choice[t] = TargetChoice("withheld", f"released only with {weak}, which is withheld")
+
+
+class HybridSegmenter:
+    """Learned and classical segmenters combined per target, as `choose_sources` decides."""
+
+    def __init__(self, learned: Segmenter, card: dict, classical: ClassicalSegmenter | None = None):
+        self.learned = learned
+        self.classical = classical or ClassicalSegmenter()
+        self.choices = choose_sources(card, learned.info.provides, self.classical.info.provides)
+        provides = tuple(t for t in TARGETS if self.choices.get(t, TargetChoice("withheld", "")).source != "withheld")
+        self._from_learned = {t for t in provides if self.choices[t].source == "learned"}
+        self._from_classical = {t for t in provides if self.choices[t].source == "classical"}
+        li = learned.info
+        self.info = SegmenterInfo(
+            name=f"{li.name}+classical",
+            version=li.version,
+            weights_hash=li.weights_hash,
+            resolution=li.resolution,
+            provides=provides,
+            untrained=tuple(t for t in TARGETS if t not in provides),
+        )
+
+    def segment(self, images: np.ndarray, fovs: np.ndarray) -> list[dict[str, np.ndarray]]:
+        learned = self.learned.segment(images, fovs) if self._from_learned else [{} for _ in images]
+        classical = self.classical.segment(images, fovs) if self._from_classical else [{} for _ in images]
+        out = []
+        for lm, cm in zip(learned, classical):
+            masks = {t: lm[t] for t in self._from_learned if t in lm}
+            masks.update({t: cm[t] for t in self._from_classical if t in cm})
+            if "optic_cup" in masks and "optic_disc" in masks:
+                masks["optic_cup"] = masks["optic_cup"] & masks["optic_disc"]  # the cup lies inside the disc
+            out.append(masks)
+        return out

@@ -1,0 +1,200 @@
+"""Weights file (safetensors) + JSON model card, loading from a local path or any fsspec URI, and the
+`LearnedSegmenter` that implements the `Segmenter` protocol.
+
+Card (`<stem>.json` beside `<stem>.safetensors`): architecture config, channels and their task groups, which
+channels were trained on which datasets (+ licences), untrained heads, metrics on test splits, the classical
+baseline on the same splits, training time/hardware, and the sha256 of the weights file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from retsam_core.model.network import ModelConfig, RetSAMNet
+from retsam_core.segmenter import SegmenterInfo
+from retsam_core.targets import TARGETS
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+DEFAULT_NAME = "retsam-small"
+FOVEA_RADIUS_FRAC = 0.02  # fovea disc radius as a fraction of the canvas side
+
+
+def sha256_bytes(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def card_path_for(weights_uri: str) -> str:
+    return weights_uri[: -len(".safetensors")] + ".json" if weights_uri.endswith(".safetensors") else weights_uri + ".json"
+
+
+def save_weights(model: RetSAMNet, path: str | os.PathLike, card: dict) -> dict:
+    """Write `path` (.safetensors, float32) and its card; fills card['sha256'], ['architecture'], ['channels']."""
+    from safetensors.torch import save
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().float() if v.is_floating_point() else v.detach().contiguous()
+             for k, v in model.state_dict().items()}
+    data = save(state, metadata={"format": "pt", "name": card.get("name", DEFAULT_NAME)})
+    path.write_bytes(data)
+    card = dict(card)
+    card["architecture"] = model.cfg.to_dict()
+    card["channels"] = list(model.channels)
+    card["weights_file"] = path.name
+    card["sha256"] = sha256_bytes(data)
+    card["size_bytes"] = len(data)
+    Path(card_path_for(str(path))).write_text(json.dumps(card, indent=1))
+    return card
+
+
+def _read_uri(uri: str, storage_options: dict | None = None) -> bytes:
+    if "://" not in uri or uri.startswith("file://"):
+        return Path(uri.removeprefix("file://")).read_bytes()
+    import fsspec
+
+    with fsspec.open(uri, "rb", **(storage_options or {})) as f:
+        return f.read()
+
+
+def load_model(uri: str, storage_options: dict | None = None, verify_hash: bool = True) -> tuple[RetSAMNet, dict]:
+    """Model + card from a local path or fsspec URI (s3://, gs://, https://, file://). Verifies the sha256."""
+    from safetensors.torch import load
+
+    data = _read_uri(str(uri), storage_options)
+    card = json.loads(_read_uri(card_path_for(str(uri)), storage_options))
+    digest = sha256_bytes(data)
+    if verify_hash and card.get("sha256") and card["sha256"] != digest:
+        raise ValueError(f"weights hash mismatch for {uri}: card says {card['sha256'][:12]}, file is {digest[:12]}")
+    cfg = ModelConfig.from_dict(card["architecture"])
+    model = RetSAMNet(cfg)
+    missing, unexpected = model.load_state_dict(load(data), strict=False)
+    if unexpected or [m for m in missing if not m.endswith(("mean", "std"))]:
+        raise ValueError(f"weights do not match the card's architecture: missing={missing[:5]} unexpected={unexpected[:5]}")
+    model.eval()
+    card["sha256"] = digest
+    return model, card
+
+
+def card_beats_classical(card: dict, margin: float = 0.0) -> bool:
+    """True when the card's vessel DSC on a test split beats the classical segmenter's (same split)."""
+    cmp = card.get("comparison", {}).get("vessel", {})
+    try:
+        return float(cmp["learned_dsc"]) > float(cmp["classical_dsc"]) + margin
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def default_weights_path() -> Path | None:
+    """The shipped weights, only when their card says they beat the classical segmenter on vessels; else None."""
+    w = WEIGHTS_DIR / f"{DEFAULT_NAME}.safetensors"
+    c = WEIGHTS_DIR / f"{DEFAULT_NAME}.json"
+    if not (w.exists() and c.exists()):
+        return None
+    try:
+        card = json.loads(c.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return w if card_beats_classical(card) else None
+
+
+class LearnedSegmenter:
+    """`Segmenter` over a `RetSAMNet`: canvas (N, S, S, 3) -> model resolution -> masks at S for `info.provides`."""
+
+    def __init__(self, model: RetSAMNet, card: dict, device: str | None = None, threshold: float = 0.5):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.card = card
+        untrained = set(card.get("untrained", []))
+        channels = list(model.channels)
+        provides = [c for c in channels if c not in untrained]
+        if model.fovea is not None and "fovea" not in untrained:
+            provides.append("fovea")
+        flagged = [t for t in TARGETS if t not in provides]
+        self.last_probabilities = None
+        self._last_fovea = None
+        self.thresholds = {c: float(card.get("thresholds", {}).get(c, threshold)) for c in channels}
+        self.info = SegmenterInfo(
+            name=card.get("name", DEFAULT_NAME), version=str(card.get("version", "0")), weights_hash=card.get("sha256", ""),
+            resolution=model.cfg.resolution, provides=tuple(provides), untrained=tuple(flagged),
+        )
+        # do not spend compute on decoders whose channels are all untrained
+        model.skip_groups = {g for g, ch in model.cfg.task_groups.items() if not (set(ch) & set(provides))}
+
+    @classmethod
+    def from_uri(cls, uri: str, device: str | None = None, storage_options: dict | None = None) -> "LearnedSegmenter":
+        model, card = load_model(str(uri), storage_options)
+        return cls(model, card, device)
+
+    @torch.no_grad()
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) uint8 canvases -> (N, C, R, R) float32 probabilities at the model resolution R."""
+        R = self.model.cfg.resolution
+        n, S = images.shape[0], images.shape[1]
+        small = np.stack([img if S == R else cv2.resize(img, (R, R), interpolation=cv2.INTER_AREA if S > R else cv2.INTER_LINEAR)
+                          for img in images])
+        x = torch.from_numpy(small).permute(0, 3, 1, 2).to(self.device)
+        out = self.model(self.model.normalise(x))
+        self._last_fovea = out.get("fovea")
+        probs = torch.sigmoid(out["seg"]).float().cpu().numpy()
+        self.last_probabilities = probs  # (N, C, R, R) of the latest call, for AUPR in evaluation
+        return probs
+
+    def _postprocess(self, masks: dict[str, np.ndarray]) -> None:
+        """Anatomical priors from the card: one optic disc (largest component), cup inside the disc."""
+        pp = self.card.get("postprocess", {})
+        for t in pp.get("largest_component", []):
+            if t in masks and masks[t].any():
+                n, lab, stats, _ = cv2.connectedComponentsWithStats(masks[t].astype(np.uint8), connectivity=8)
+                if n > 2:
+                    masks[t] = lab == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        if pp.get("cup_inside_disc") and "optic_cup" in masks and "optic_disc" in masks:
+            masks["optic_cup"] = masks["optic_cup"] & masks["optic_disc"]
+
+    @staticmethod
+    def _separate_artery_vein(masks: dict[str, np.ndarray], probs: np.ndarray, ch: list[str], size: int) -> None:
+        """A vessel pixel is an artery or a vein, not both: the multi-label heads can both exceed 0.5 where the
+        model is unsure, so each pixel of their union goes to the more probable class."""
+        if "artery" not in masks or "vein" not in masks:
+            return
+        pa, pv = probs[ch.index("artery")], probs[ch.index("vein")]
+        if pa.shape[-1] != size:
+            pa = cv2.resize(pa, (size, size), interpolation=cv2.INTER_LINEAR)
+            pv = cv2.resize(pv, (size, size), interpolation=cv2.INTER_LINEAR)
+        union = masks["artery"] | masks["vein"]
+        masks["artery"] = union & (pa > pv)
+        masks["vein"] = union & (pa <= pv)
+
+    def segment(self, images: np.ndarray, fovs: np.ndarray) -> list[dict[str, np.ndarray]]:
+        images = np.asarray(images)
+        fovs = np.asarray(fovs, bool)
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must be (N, S, S, 3) uint8, got {images.shape}")
+        S = images.shape[1]
+        probs = self.probabilities(images)
+        R = probs.shape[-1]
+        ch = list(self.model.channels)
+        results = []
+        for i in range(images.shape[0]):
+            masks = {}
+            for t in self.info.provides:
+                if t == "fovea":
+                    continue
+                p = probs[i, ch.index(t)]
+                if R != S:
+                    p = cv2.resize(p, (S, S), interpolation=cv2.INTER_LINEAR)
+                masks[t] = (p >= self.thresholds[t]) & fovs[i]
+            self._separate_artery_vein(masks, probs[i], ch, S)
+            self._postprocess(masks)
+            if "fovea" in self.info.provides and self._last_fovea is not None:
+                fx, fy = (self._last_fovea[i].cpu().numpy() * S).tolist()
+                yy, xx = np.ogrid[:S, :S]
+                masks["fovea"] = ((xx - fx) ** 2 + (yy - fy) ** 2 <= (FOVEA_RADIUS_FRAC * S) ** 2) & fovs[i]
+            results.append(masks)
+        return results

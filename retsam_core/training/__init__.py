@@ -1,0 +1,1 @@
+"""Staged, resumable training of the multi-task segmenter (local or Ray Train). See `trainer` and `cli`."""

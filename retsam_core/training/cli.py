@@ -1,0 +1,111 @@
+"""`retsam train`: staged, resumable training of the learned segmenter (local, or Ray Train with --num-workers).
+
+Examples:
+  retsam train --out-dir runs/retsam-small --stages multitask finetune --minutes 60 10
+  retsam train --out-dir runs/r --stages experts pseudo multitask finetune --steps 600 600 300 --num-workers 4 --num-gpus 4
+  retsam train --out-dir runs/r --export retsam_core/weights/retsam-small.safetensors   # after training
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def build_config(a):
+    from retsam_core.model.network import ModelConfig
+    from retsam_core.training.trainer import STAGE_ORDER, StageConfig, TrainConfig
+
+    if a.config:
+        cfg = TrainConfig.from_dict(json.loads(Path(a.config).read_text()))
+    else:
+        cfg = TrainConfig()
+    if a.out_dir:
+        cfg.out_dir = a.out_dir
+    if a.name:
+        cfg.name = a.name
+    if a.cache_dir:
+        cfg.cache_dir = a.cache_dir
+    if a.data_root:
+        cfg.data_root = a.data_root
+    if a.stages:
+        bad = [s for s in a.stages if s not in STAGE_ORDER]
+        if bad:
+            raise SystemExit(f"unknown stage(s) {bad}; stages: {', '.join(STAGE_ORDER)}")
+        cfg.stages = tuple(a.stages)
+    if a.datasets:
+        cfg.datasets = tuple(a.datasets)
+    if a.variant or a.resolution:
+        cfg.model = ModelConfig.from_dict(cfg.model.to_dict() | {k: v for k, v in (("variant", a.variant), ("resolution", a.resolution)) if v})
+    trainable = [s for s in cfg.stages if s != "pseudo"]
+    for opt, field in ((a.steps, "steps"), (a.minutes, "max_minutes"), (a.lr, "lr")):
+        if opt:
+            vals = opt if len(opt) == len(trainable) else [opt[0]] * len(trainable)
+            for s, v in zip(trainable, vals):
+                setattr(getattr(cfg, s), field, v)
+    for s in ("experts", "multitask", "finetune"):
+        if a.batch:
+            getattr(cfg, s).batch = a.batch
+        if a.patch:
+            getattr(cfg, s).patch = a.patch
+    if a.threads:
+        cfg.threads = a.threads
+    if a.limit_images:
+        cfg.limit_images = a.limit_images
+    return cfg
+
+
+def handler(a) -> int:
+    from retsam_core.training.trainer import run_training
+
+    cfg = build_config(a)
+    if a.export:
+        from retsam_core.training.export import export_weights
+
+        card = export_weights(cfg.out_dir, a.export)
+        print(json.dumps({"weights": a.export, "sha256": card["sha256"]}))
+        return 0
+    if a.num_workers > 1 or a.num_gpus > 0:
+        from retsam_core.training.ray_train import train_with_ray
+
+        res = train_with_ray(cfg, num_workers=max(1, a.num_workers), num_gpus=a.num_gpus)
+        print(json.dumps({"metrics": getattr(res, "metrics", None)}, default=str))
+    else:
+        print(run_training(cfg))
+    return 0
+
+
+def add_arguments(p: argparse.ArgumentParser):
+    p.add_argument("--config", help="TrainConfig JSON (e.g. a previous run's config.json); flags override it")
+    p.add_argument("--out-dir", help="run folder (checkpoints, logs); rerun to resume")
+    p.add_argument("--name")
+    p.add_argument("--cache-dir", help="preprocessed canvas cache (default runs/cache)")
+    p.add_argument("--data-root", help="shared datasets folder (default $RETSAM_DATA or ../shared/data)")
+    p.add_argument("--datasets", nargs="+", help="chase_db1 hrf_av drishti_gs1 idrid")
+    p.add_argument("--stages", nargs="+", help="subset of: experts pseudo multitask finetune")
+    p.add_argument("--variant", choices=["small", "base"])
+    p.add_argument("--resolution", type=int)
+    p.add_argument("--steps", type=int, nargs="+", help="steps per trainable stage (one value = all)")
+    p.add_argument("--minutes", type=float, nargs="+", help="wall-clock budget per trainable stage")
+    p.add_argument("--lr", type=float, nargs="+")
+    p.add_argument("--batch", type=int)
+    p.add_argument("--patch", type=int)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--limit-images", type=int, help="per dataset (smoke tests)")
+    p.add_argument("--num-workers", type=int, default=1, help="> 1: Ray Train TorchTrainer with this many workers")
+    p.add_argument("--num-gpus", type=int, default=0, help="> 0: one GPU per Ray Train worker")
+    p.add_argument("--export", metavar="WEIGHTS", help="write the last finished stage as .safetensors + card, then exit")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train the learned multi-task segmenter (staged, resumable)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(func=handler)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="retsam-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(ap)
+    return handler(ap.parse_args(argv))

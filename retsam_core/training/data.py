@@ -1,0 +1,219 @@
+"""Training data: cached canvases at the model resolution, fundus-aware augmented patches, partial labels.
+
+A record holds one image at the model resolution, its soft labels for the channels its dataset annotates (plus
+any pseudo-labels), per-channel ignore masks and the set of annotated channels. The sampler draws a dataset
+uniformly, then an image, then a patch centre (half the time on a positive pixel of an annotated channel, so
+rare lesions are seen), and applies: rotation (any angle), scale, flips, colour gains, gamma, contrast,
+brightness and blur. Pixels outside the field of view stay black, as at inference.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from retsam_core.datasets.cache import build_cache, cache_path, load_cached
+from retsam_core.datasets.readers import get_reader
+from retsam_core.model.network import MEAN, STD
+
+
+@dataclass
+class Record:
+    dataset: str
+    id: str
+    image: np.ndarray  # (R, R, 3) uint8
+    fov: np.ndarray  # (R, R) bool
+    labels: dict[str, np.ndarray]  # channel -> (R, R) uint8 soft label 0..255
+    ignore: dict[str, np.ndarray] = field(default_factory=dict)  # channel -> (R, R) bool
+    pseudo: set[str] = field(default_factory=set)  # channels whose labels are pseudo-labels
+    _pos: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def annotated(self) -> tuple[str, ...]:
+        return tuple(self.labels)
+
+    def positives(self, ch: str) -> np.ndarray:
+        if ch not in self._pos:
+            ys, xs = np.nonzero(self.labels[ch] >= 128)
+            idx = np.random.default_rng(0).permutation(len(ys))[:4000]
+            self._pos[ch] = np.stack([xs[idx], ys[idx]], 1)
+        return self._pos[ch]
+
+
+def resize_cached(d: dict, res: int) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+    img, fov = d["image"], d["fov"]
+    if img.shape[0] != res:
+        img = cv2.resize(img, (res, res), interpolation=cv2.INTER_AREA if img.shape[0] > res else cv2.INTER_LINEAR)
+        fov = cv2.resize(fov.astype(np.uint8), (res, res), interpolation=cv2.INTER_NEAREST).astype(bool)
+    labels, ignore = {}, {}
+    for k, v in d.items():
+        if k.startswith("m_"):
+            labels[k[2:]] = v if v.shape[0] == res else cv2.resize(v, (res, res), interpolation=cv2.INTER_AREA)
+        elif k.startswith("i_"):
+            ignore[k[2:]] = v if v.shape[0] == res else cv2.resize(v.astype(np.uint8), (res, res), interpolation=cv2.INTER_NEAREST).astype(bool)
+    return img, fov, labels, ignore
+
+
+def load_records(cache_dir, datasets, split, res, root=None, limit=None, cache_size=1024, ids=None) -> list[Record]:
+    """Records for `datasets`/`split` at resolution `res` (builds the canvas cache on first use)."""
+    out = []
+    for name in datasets:
+        r = get_reader(name, root)
+        want = r.ids(split)
+        if ids is not None:
+            want = [i for i in want if i in ids]
+        want = want[:limit] if limit else want
+        for id_ in want:
+            p = cache_path(cache_dir, cache_size, r.name, split, id_)
+            if not p.exists():
+                from retsam_core.datasets.cache import build_one
+
+                build_one(r, split, id_, cache_size, p)
+            d = load_cached(p)
+            img, fov, labels, ignore = resize_cached(d, res)
+            out.append(Record(r.name, id_, img, fov, labels, ignore))
+    return out
+
+
+def add_pseudo_labels(records: list[Record], pseudo_dir: Path) -> int:
+    """Attach pseudo-labels written by `stages.make_pseudo_labels` (only for channels a record lacks)."""
+    n = 0
+    for rec in records:
+        p = Path(pseudo_dir) / rec.dataset / f"{rec.id}.npz"
+        if not p.exists():
+            continue
+        with np.load(p) as z:
+            for k in z.files:
+                if k.startswith("m_") and k[2:] not in rec.labels:
+                    ch = k[2:]
+                    lab = z[k]
+                    if lab.shape[0] != rec.image.shape[0]:
+                        lab = cv2.resize(lab, rec.image.shape[:2][::-1], interpolation=cv2.INTER_LINEAR)
+                    rec.labels[ch] = lab
+                    ig = z.get("i_" + ch) if hasattr(z, "get") else None
+                    if "i_" + ch in z.files:
+                        ig = z["i_" + ch]
+                        if ig.shape[0] != rec.image.shape[0]:
+                            ig = cv2.resize(ig.astype(np.uint8), rec.image.shape[:2][::-1], interpolation=cv2.INTER_NEAREST).astype(bool)
+                        rec.ignore[ch] = ig
+                    rec.pseudo.add(ch)
+                    n += 1
+    return n
+
+
+@dataclass
+class AugConfig:
+    rotate: float = 180.0
+    scale: tuple[float, float] = (0.8, 1.25)
+    flip: bool = True
+    gain: float = 0.12  # per-channel multiplicative colour jitter
+    brightness: float = 0.10
+    contrast: float = 0.2
+    gamma: tuple[float, float] = (0.7, 1.4)
+    blur_p: float = 0.25
+    blur_sigma: tuple[float, float] = (0.3, 1.2)
+    fg_p: float = 0.5  # probability of centring a patch on a positive pixel
+
+
+class PatchSampler:
+    def __init__(self, records, channels, patch=320, batch=6, aug: AugConfig | None = None, seed=0,
+                 dataset_weights: dict | None = None, pseudo_weight=0.5, channel_filter=None):
+        self.records = records
+        self.channels = tuple(channels)
+        self.ci = {c: i for i, c in enumerate(self.channels)}
+        self.patch, self.batch = patch, batch
+        self.aug = aug or AugConfig()
+        self.rng = np.random.default_rng(seed)
+        self.by_ds: dict[str, list[Record]] = {}
+        for r in records:
+            self.by_ds.setdefault(r.dataset, []).append(r)
+        self.ds_names = sorted(self.by_ds)
+        w = np.array([(dataset_weights or {}).get(d, 1.0) for d in self.ds_names], float)
+        self.ds_p = w / w.sum()
+        self.pseudo_weight = pseudo_weight
+        self.channel_filter = set(channel_filter) if channel_filter else None
+        self.mean = np.array(MEAN, np.float32)
+        self.std = np.array(STD, np.float32)
+
+    def annotated_channels(self) -> set[str]:
+        out = set()
+        for r in self.records:
+            out |= {c for c in r.labels if c in self.ci and (self.channel_filter is None or c in self.channel_filter)}
+        return out
+
+    def _centre(self, rec: Record):
+        a, res = self.aug, rec.image.shape[0]
+        chans = [c for c in rec.labels if c in self.ci and c not in rec.pseudo]
+        if chans and self.rng.random() < a.fg_p:
+            pos = rec.positives(chans[self.rng.integers(len(chans))])
+            if len(pos):
+                x, y = pos[self.rng.integers(len(pos))]
+                return float(x) + self.rng.uniform(-self.patch / 3, self.patch / 3), float(y) + self.rng.uniform(-self.patch / 3, self.patch / 3)
+        ys, xs = np.nonzero(rec.fov[::8, ::8])
+        if len(ys) == 0:
+            return res / 2, res / 2
+        i = self.rng.integers(len(ys))
+        return float(xs[i] * 8), float(ys[i] * 8)
+
+    def sample_one(self, rec: Record):
+        a, P, rng = self.aug, self.patch, self.rng
+        cx, cy = self._centre(rec)
+        ang = rng.uniform(-a.rotate, a.rotate)
+        s = rng.uniform(*a.scale)
+        M = cv2.getRotationMatrix2D((cx, cy), ang, s)  # source -> rotated/scaled around the centre
+        M[:, 2] += (P / 2 - cx, P / 2 - cy)
+        if a.flip and rng.random() < 0.5:
+            M[0] = -M[0]
+            M[0, 2] += P
+        warp = lambda arr, interp: cv2.warpAffine(arr, M, (P, P), flags=interp, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        img = warp(rec.image, cv2.INTER_LINEAR).astype(np.float32) / 255.0
+        fov = warp(rec.fov.astype(np.uint8), cv2.INTER_NEAREST).astype(bool)
+        # colour: per-channel gain, contrast about the FOV mean, brightness, gamma, blur
+        img *= 1 + rng.uniform(-a.gain, a.gain, 3).astype(np.float32)
+        m = img[fov].mean(0) if fov.any() else np.zeros(3, np.float32)
+        img = (img - m) * (1 + rng.uniform(-a.contrast, a.contrast)) + m + rng.uniform(-a.brightness, a.brightness)
+        img = np.clip(img, 0, 1) ** rng.uniform(*a.gamma)
+        if rng.random() < a.blur_p:
+            img = cv2.GaussianBlur(img, (0, 0), rng.uniform(*a.blur_sigma))
+        img[~fov] = 0
+        x = (img - self.mean) / self.std
+        C = len(self.channels)
+        y = np.zeros((C, P, P), np.float32)
+        w = np.zeros((C, P, P), np.float32)
+        ann = np.zeros(C, bool)
+        for ch, lab in rec.labels.items():
+            if ch not in self.ci or (self.channel_filter is not None and ch not in self.channel_filter):
+                continue
+            i = self.ci[ch]
+            ann[i] = True
+            y[i] = warp(lab, cv2.INTER_LINEAR).astype(np.float32) / 255.0
+            wi = np.ones((P, P), np.float32) * (self.pseudo_weight if ch in rec.pseudo else 1.0)
+            if ch in rec.ignore:
+                wi[warp(rec.ignore[ch].astype(np.uint8), cv2.INTER_NEAREST).astype(bool)] = 0
+            w[i] = wi
+        return x.transpose(2, 0, 1), y, w, ann
+
+    def next_batch(self):
+        xs, ys, ws, anns, dss = [], [], [], [], []
+        for _ in range(self.batch):
+            d = self.ds_names[self.rng.choice(len(self.ds_names), p=self.ds_p)]
+            recs = self.by_ds[d]
+            rec = recs[self.rng.integers(len(recs))]
+            x, y, w, ann = self.sample_one(rec)
+            xs.append(x), ys.append(y), ws.append(w), anns.append(ann), dss.append(d)
+        t = lambda a: torch.from_numpy(np.ascontiguousarray(np.stack(a)))
+        return t(xs), t(ys), t(ws), t(anns), dss
+
+
+def records_summary(records) -> dict:
+    out = {}
+    for r in records:
+        e = out.setdefault(r.dataset, {"images": 0, "channels": set()})
+        e["images"] += 1
+        e["channels"] |= set(r.labels)
+    return {k: {"images": v["images"], "channels": sorted(v["channels"])} for k, v in out.items()}

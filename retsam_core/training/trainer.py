@@ -1,0 +1,338 @@
+"""Staged training (resumable) for the multi-task segmenter, locally or on Ray Train workers.
+
+Stages (each writes `OUT/<stage>/ckpt.pt` every `ckpt_every_s` seconds and `OUT/<stage>/final.pt` + `done.json`
+when finished; rerunning the same command resumes from the checkpoint and skips finished stages):
+
+1. `experts`  : one model per task group (vessels, disc_cup, lesions), trained only on the datasets that label it.
+2. `pseudo`   : the experts label the training images that lack their group's labels (confident pixels only;
+                uncertain pixels are ignored); the pseudo-labels are used by `multitask` with `pseudo_weight`.
+   `multitask`: one shared-encoder model on every dataset with the partial-label loss (+ pseudo-labels if present).
+3. `finetune` : encoder frozen (weights and BatchNorm statistics), decoders fine-tuned on the curated labels only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from retsam_core.model.network import ModelConfig, RetSAMNet, TASK_GROUPS
+from retsam_core.training.data import AugConfig, PatchSampler, add_pseudo_labels, load_records, records_summary
+from retsam_core.training.losses import av_consistency, partial_label_loss
+
+STAGE_ORDER = ("experts", "pseudo", "multitask", "finetune")
+DATASET_GROUPS = {"chase_db1": ("vessels",), "hrf_av": ("vessels",), "drishti_gs1": ("disc_cup",), "idrid": ("lesions", "disc_cup")}
+
+
+@dataclass
+class StageConfig:
+    steps: int = 1000
+    max_minutes: float | None = None  # wall-clock budget; the cosine schedule still spans `steps`
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    batch: int = 6
+    patch: int = 320
+
+
+@dataclass
+class TrainConfig:
+    name: str = "retsam-small"
+    out_dir: str = "runs/retsam-small"
+    cache_dir: str = "runs/cache"
+    data_root: str | None = None
+    datasets: tuple[str, ...] = ("chase_db1", "hrf_av", "drishti_gs1", "idrid")
+    stages: tuple[str, ...] = ("multitask", "finetune")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    experts: StageConfig = field(default_factory=lambda: StageConfig(steps=600))
+    multitask: StageConfig = field(default_factory=StageConfig)
+    finetune: StageConfig = field(default_factory=lambda: StageConfig(steps=300, lr=5e-4))
+    av_weight: float = 0.2
+    pseudo_weight: float = 0.5
+    pseudo_band: tuple[float, float] = (0.3, 0.7)  # probabilities inside this band are ignored
+    dataset_weights: dict = field(default_factory=lambda: {"chase_db1": 1.0, "hrf_av": 1.0, "drishti_gs1": 0.7, "idrid": 1.3})
+    lesion_channel_weight: float = 1.5
+    lesion_pos_weight: float = 1.0  # BCE positive weight for lesion channels (rare pixels); 1 = plain BCE
+    limit_images: int | None = None  # per dataset (tests)
+    ckpt_every_s: float = 180.0
+    log_every: int = 10
+    device: str | None = None  # None: cuda when available, else cpu (Ray Train workers: the worker's device)
+    threads: int = 1  # 1 beats 2 on a shared 2-core machine (OpenMP spin-waits under contention: measured 5x)
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["model"] = self.model.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        d["model"] = ModelConfig.from_dict(d.get("model", {}))
+        for k in ("experts", "multitask", "finetune"):
+            if k in d and isinstance(d[k], dict):
+                d[k] = StageConfig(**d[k])
+        for k in ("datasets", "stages", "pseudo_band"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+class Logger:
+    def __init__(self, path: Path | None, main=True):
+        self.path, self.main = path, main
+        if path and main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, msg: str):
+        if not self.main:
+            return
+        line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}"
+        print(line, flush=True)
+        if self.path:
+            with open(self.path, "a") as f:
+                f.write(line + "\n")
+
+
+def _pos_weights(cfg: TrainConfig, channels) -> torch.Tensor:
+    lesion = set(TASK_GROUPS["lesions"])
+    return torch.tensor([cfg.lesion_pos_weight if c in lesion else 1.0 for c in channels])
+
+
+def _channel_weights(cfg: TrainConfig, channels) -> torch.Tensor:
+    lesion = set(TASK_GROUPS["lesions"])
+    return torch.tensor([cfg.lesion_channel_weight if c in lesion else 1.0 for c in channels])
+
+
+def _save(path: Path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
+def freeze_encoder(model: RetSAMNet):
+    for p in model.encoder.parameters():
+        p.requires_grad_(False)
+
+
+def set_train_mode(model: RetSAMNet, frozen_encoder: bool):
+    model.train()
+    if frozen_encoder:
+        model.encoder.eval()  # keep BatchNorm running statistics fixed
+
+
+def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Path, *, channel_filter=None,
+                init_state=None, frozen_encoder=False, log=None, wrap_model=None, is_main=True, report=None,
+                rank=0, world=1) -> dict:
+    """Train one stage to `sc.steps` (or `sc.max_minutes`), resuming from `out/ckpt.pt`. Returns the final state."""
+    log = log or Logger(out / "train.log", is_main)
+    done = out / "done.json"
+    if done.exists():
+        log(f"[{stage}] already done: {json.loads(done.read_text())}")
+        return torch.load(out / "final.pt", map_location="cpu", weights_only=False)["model"]
+    torch.manual_seed(cfg.seed + rank)
+    model = RetSAMNet(cfg.model)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    sampler = PatchSampler(records, model.channels, sc.patch, sc.batch, AugConfig(), seed=cfg.seed + 1000 * rank + int(time.time()) % 1000,
+                           dataset_weights=cfg.dataset_weights, pseudo_weight=cfg.pseudo_weight, channel_filter=channel_filter)
+    used = sampler.annotated_channels()
+    model.skip_groups = {g for g, ch in cfg.model.task_groups.items() if not (set(ch) & used)}
+    if frozen_encoder:
+        freeze_encoder(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=sc.lr, weight_decay=sc.weight_decay)
+    warm = max(1, min(50, sc.steps // 20))
+    budget_s = sc.max_minutes * 60 if sc.max_minutes else None
+    progress = {"p": 0.0}  # schedule progress in [0, 1]: max(step / steps, elapsed / time budget)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress["p"])))))
+    step, elapsed, hist = 0, 0.0, []
+    ck = out / "ckpt.pt"
+    if ck.exists():
+        st = torch.load(ck, map_location="cpu", weights_only=False)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        sched.load_state_dict(st["sched"])
+        step, elapsed, hist = st["step"], st["elapsed"], st.get("hist", [])
+        log(f"[{stage}] resumed from {ck} at step {step} ({elapsed / 60:.1f} min done); config now: "
+            f"dataset_weights={cfg.dataset_weights} lesion_pos_weight={cfg.lesion_pos_weight} av_weight={cfg.av_weight}")
+    else:
+        log(f"[{stage}] start: {sc} data={records_summary(records)} channels={sorted(used)} skip={sorted(model.skip_groups)}"
+            f" frozen_encoder={frozen_encoder} world={world}")
+    if wrap_model is None:
+        model.to(torch.device(cfg.device) if cfg.device else torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        net = model
+    else:
+        net = wrap_model(model)  # Ray Train: DDP + the worker's device
+    dev = next(model.parameters()).device
+    cw = _channel_weights(cfg, model.channels).to(dev)
+    pw = _pos_weights(cfg, model.channels).to(dev) if cfg.lesion_pos_weight != 1.0 else None
+    vi = model.channels.index("vessel") if "vessel" in model.channels else None
+    t_last_ck, t0 = time.time(), time.time() - elapsed
+    run_loss, run_n = 0.0, 0
+    def keep_going() -> bool:
+        go = step < sc.steps and (budget_s is None or time.time() - t0 < budget_s)
+        if world > 1 and budget_s is not None:  # ranks must agree on when the time budget ends (DDP)
+            import torch.distributed as dist
+
+            flag = torch.tensor([0 if go else 1])
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            go = not bool(flag.item())
+        return go
+
+    while keep_going():
+        set_train_mode(model, frozen_encoder)
+        x, y, w, ann, _ = (t.to(dev, non_blocking=True) if torch.is_tensor(t) else t for t in sampler.next_batch())
+        out_d = net(x)
+        logits = out_d["seg"]
+        loss, per = partial_label_loss(logits, y, w, ann, channel_weights=cw, pos_weight=pw)
+        if cfg.av_weight > 0 and vi is not None and "vessels" not in model.skip_groups:
+            loss = loss + cfg.av_weight * av_consistency(logits, vi, vi + 1, vi + 2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        opt.step()
+        step += 1
+        progress["p"] = max(step / sc.steps, (time.time() - t0) / budget_s if budget_s else 0.0)
+        sched.step()
+        run_loss += float(loss.detach())
+        run_n += 1
+        if step % cfg.log_every == 0 or step == sc.steps:
+            el = time.time() - t0
+            avg = run_loss / run_n
+            hist.append([step, round(el, 1), round(avg, 5)])
+            chl = " ".join(f"{model.channels[c]}={v:.3f}" for c, v in sorted(per.items()))
+            log(f"[{stage}] step {step}/{sc.steps} loss {avg:.4f} lr {sched.get_last_lr()[0]:.2e} {el / 60:.1f}min | last: {chl}")
+            if report:
+                report({"stage": stage, "step": step, "loss": avg})
+            run_loss, run_n = 0.0, 0
+        if is_main and time.time() - t_last_ck > cfg.ckpt_every_s:
+            _save(ck, {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step,
+                       "elapsed": time.time() - t0, "hist": hist})
+            t_last_ck = time.time()
+    elapsed = time.time() - t0
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if is_main:
+        _save(ck, {"model": state, "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step, "elapsed": elapsed, "hist": hist})
+        _save(out / "final.pt", {"model": state, "config": cfg.to_dict(), "stage": stage})
+        info = {"stage": stage, "steps": step, "planned_steps": sc.steps, "minutes": round(elapsed / 60, 2),
+                "final_loss": hist[-1][2] if hist else None, "first_loss": hist[0][2] if hist else None,
+                "channels": sorted(used), "data": records_summary(records), "frozen_encoder": frozen_encoder,
+                "world_size": world, "patch": sc.patch, "batch": sc.batch, "lr": sc.lr}
+        done.write_text(json.dumps(info, indent=1))
+        log(f"[{stage}] done: {info}")
+    return state
+
+
+@torch.no_grad()
+def predict_probs(model: RetSAMNet, image_uint8: np.ndarray) -> np.ndarray:
+    """(R, R, 3) uint8 at the model resolution -> (C, R, R) float32 probabilities."""
+    model.eval()
+    x = torch.from_numpy(image_uint8).permute(2, 0, 1)[None]
+    return torch.sigmoid(model(model.normalise(x))["seg"])[0].numpy()
+
+
+def make_pseudo_labels(cfg: TrainConfig, experts: dict[str, dict], records, out_dir: Path, log=print) -> int:
+    """Stage 2a: each expert labels the records that lack its group's labels; uncertain pixels are ignored."""
+    n = 0
+    lo, hi = cfg.pseudo_band
+    for group, state in experts.items():
+        model = RetSAMNet(cfg.model)
+        model.load_state_dict(state)
+        model.skip_groups = {g for g in cfg.model.task_groups if g != group}
+        chans = [c for c in cfg.model.task_groups[group]]
+        for rec in records:
+            todo = [c for c in chans if c not in rec.labels]
+            # only pseudo-label channels that some curated dataset trains (e.g. not drusen)
+            todo = [c for c in todo if any(c in r.labels and c not in r.pseudo for r in records)]
+            if not todo:
+                continue
+            p = predict_probs(model, rec.image)
+            path = Path(out_dir) / rec.dataset / f"{rec.id}.npz"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            old = dict(np.load(path)) if path.exists() else {}
+            for c in todo:
+                pc = p[model.channels.index(c)] * rec.fov
+                old["m_" + c] = ((pc >= 0.5) * 255).astype(np.uint8)
+                old["i_" + c] = (pc > lo) & (pc < hi)
+            np.savez(path, **old)
+            n += 1
+    log(f"[pseudo] wrote pseudo-labels for {n} (image, expert) pairs to {out_dir}")
+    return n
+
+
+def run_training(cfg: TrainConfig, *, wrap_model=None, is_main=True, report=None, rank=0, world=1) -> Path:
+    """Run the configured stages in order (resuming). Returns the path of the last stage's final.pt."""
+    torch.set_num_threads(cfg.threads)
+    cv2.setNumThreads(cfg.threads)
+    out = Path(cfg.out_dir)
+    log = Logger(out / "train.log", is_main)
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    res = cfg.model.resolution
+    records = load_records(cfg.cache_dir, cfg.datasets, "train", res, root=cfg.data_root, limit=cfg.limit_images)
+    log(f"loaded {len(records)} training records at {res}px: {records_summary(records)}")
+    last = None
+    state = None
+    experts = {}
+    for stage in STAGE_ORDER:
+        if stage not in cfg.stages:
+            continue
+        if stage == "experts":
+            for group in ("vessels", "disc_cup", "lesions"):
+                recs = [r for r in records if group in DATASET_GROUPS.get(r.dataset, ())]
+                if not recs:
+                    continue
+                experts[group] = train_stage(cfg, f"experts/{group}", cfg.experts, recs, out / "experts" / group,
+                                             channel_filter=cfg.model.task_groups[group], log=log, wrap_model=wrap_model,
+                                             is_main=is_main, report=report, rank=rank, world=world)
+                last = out / "experts" / group / "final.pt"
+        elif stage == "pseudo":
+            done = out / "pseudo" / "done.json"
+            if not done.exists():
+                if not experts:
+                    for g in ("vessels", "disc_cup", "lesions"):
+                        p = out / "experts" / g / "final.pt"
+                        if p.exists():
+                            experts[g] = torch.load(p, map_location="cpu", weights_only=False)["model"]
+                if is_main:
+                    n = make_pseudo_labels(cfg, experts, records, out / "pseudo", log)
+                    done.write_text(json.dumps({"pairs": n, "experts": sorted(experts)}))
+            n = add_pseudo_labels(records, out / "pseudo")
+            log(f"[pseudo] attached {n} pseudo-label channels")
+        elif stage == "multitask":
+            if not (out / "pseudo" / "done.json").exists() or not any(r.pseudo for r in records):
+                add_pseudo_labels(records, out / "pseudo")
+            state = train_stage(cfg, "multitask", cfg.multitask, records, out / "multitask", log=log,
+                                wrap_model=wrap_model, is_main=is_main, report=report, rank=rank, world=world)
+            last = out / "multitask" / "final.pt"
+        elif stage == "finetune":
+            if state is None:
+                src = out / "multitask" / "final.pt"
+                if not src.exists():
+                    raise FileNotFoundError(f"finetune needs {src} (run the multitask stage first)")
+                state = torch.load(src, map_location="cpu", weights_only=False)["model"]
+            curated = [r for r in records]
+            for r in curated:  # curated labels only in the adaptation stage
+                for c in list(r.pseudo):
+                    r.labels.pop(c, None)
+                    r.ignore.pop(c, None)
+                r.pseudo.clear()
+            state = train_stage(cfg, "finetune", cfg.finetune, curated, out / "finetune", init_state=state,
+                                frozen_encoder=True, log=log, wrap_model=wrap_model, is_main=is_main, report=report,
+                                rank=rank, world=world)
+            last = out / "finetune" / "final.pt"
+    return last

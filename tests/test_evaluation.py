@@ -1,0 +1,128 @@
+"""Metrics on hand-made arrays, evaluation outputs, folder-pair mode and CLI registration."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from retsam_core.evaluation.evaluate import evaluate_items, folder_items
+from retsam_core.evaluation.metrics import aupr, binary_metrics, cldice, dice
+from retsam_core.segmenter import SegmenterInfo
+
+
+def test_binary_metrics_hand_made():
+    gt = np.zeros((4, 4), bool)
+    gt[0, :4] = True  # 4 positives
+    pred = np.zeros((4, 4), bool)
+    pred[0, :2] = True  # 2 TP
+    pred[3, 0] = True  # 1 FP
+    m = binary_metrics(pred, gt)
+    assert m["dsc"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 2))
+    assert m["iou"] == pytest.approx(2 / 5)
+    assert m["sensitivity"] == pytest.approx(0.5)
+    assert m["specificity"] == pytest.approx(11 / 12)
+    valid = np.ones((4, 4), bool)
+    valid[3] = False  # the FP is outside the valid region
+    assert dice(pred, gt, valid) == pytest.approx(2 * 2 / (2 * 2 + 2))
+
+
+def test_empty_conventions():
+    z = np.zeros((5, 5), bool)
+    assert dice(z, z) == 1.0
+    m = binary_metrics(z, z)
+    assert math.isnan(m["sensitivity"]) and m["specificity"] == 1.0
+    one = z.copy()
+    one[2, 2] = True
+    assert dice(one, z) == 0.0
+
+
+def test_cldice():
+    gt = np.zeros((40, 40), bool)
+    gt[18:23, 5:35] = True  # a thick horizontal vessel (centreline on row 20)
+    assert cldice(gt, gt) == pytest.approx(1.0)
+    thin = np.zeros_like(gt)
+    thin[20, 5:35] = True  # centreline only: perfect topology despite low DSC
+    assert cldice(thin, gt) > 0.9 and dice(thin, gt) < 0.5
+    broken = gt.copy()
+    broken[:, 15:25] = False  # a gap lowers topology sensitivity
+    assert cldice(broken, gt) < cldice(gt, gt)
+
+
+def test_aupr():
+    rng = np.random.default_rng(0)
+    gt = rng.random((100, 100)) < 0.1
+    assert aupr(gt.astype(np.float32), gt) == pytest.approx(1.0, abs=1e-6)
+    assert aupr(rng.random((100, 100)).astype(np.float32), gt) == pytest.approx(gt.mean(), abs=0.03)
+
+
+class FakeSeg:
+    info = SegmenterInfo("fake", "1", "", 64, ("vessel",))
+
+    def segment(self, images, fovs):
+        return [{"vessel": img[..., 1] < 100} for img in images]
+
+
+def _item(i):
+    img = np.full((64, 64, 3), 200, np.uint8)
+    img[30:34, :, 1] = 50
+    gt = np.zeros((64, 64), bool)
+    gt[30:35, :] = True
+    return f"im{i}", img, np.ones((64, 64), bool), {"vessel": gt}, {}
+
+
+def test_evaluate_items_writes_outputs(tmp_path):
+    res = evaluate_items(FakeSeg(), [_item(0), _item(1)], ["vessel", "optic_disc"], tmp_path, title="t", log=lambda m: None)
+    a = res["aggregate"]["vessel"]
+    assert a["dsc"] == pytest.approx(2 * 4 / 9) and a["images"] == 2 and "cldice" in a
+    assert res["targets_not_provided"] == ["optic_disc"]
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert len(saved["per_image"]) == 2
+    assert "| vessel | 2 |" in (tmp_path / "metrics.md").read_text()
+
+
+def test_folder_pair_mode(tmp_path):
+    imgs, masks = tmp_path / "images", tmp_path / "masks"
+    imgs.mkdir(), masks.mkdir()
+    img = np.zeros((300, 320, 3), np.uint8)
+    cv2.circle(img, (160, 150), 140, (180, 90, 40), -1)
+    m = np.zeros((300, 320), np.uint8)
+    cv2.line(m, (60, 150), (260, 150), 255, 5)
+    img[m > 0] = (90, 40, 20)
+    cv2.imwrite(str(imgs / "a.png"), img[..., ::-1])
+    cv2.imwrite(str(masks / "a_manual.png"), m)
+    items = list(folder_items(imgs, masks, "vessel", size=128))
+    assert len(items) == 1
+    id_, image, fov, gts, _ = items[0]
+    assert id_ == "a" and image.shape == (128, 128, 3) and gts["vessel"].any()
+
+
+def test_cli_registration():
+    from retsam_core.evaluation import cli as ecli
+    from retsam_core.training import cli as tcli
+
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd")
+    ecli.register(sub)
+    tcli.register(sub)
+    a = ap.parse_args(["evaluate", "--dataset", "chase_db1", "--out", "x"])
+    assert a.func is ecli.handler and a.split == "test"
+    a = ap.parse_args(["train", "--out-dir", "r", "--stages", "multitask", "finetune", "--minutes", "5", "1", "--num-workers", "2"])
+    assert a.func is tcli.handler
+    cfg = tcli.build_config(a)
+    assert cfg.stages == ("multitask", "finetune") and cfg.multitask.max_minutes == 5 and cfg.finetune.max_minutes == 1
+
+
+def test_model_card_render_flags_untrained():
+    from retsam_core.evaluation.card_doc import render
+
+    card = {"name": "m", "variant": "small", "resolution": 64, "weights_file": "m.safetensors", "sha256": "ab",
+            "channels": ["vessel", "drusen"], "untrained": ["drusen", "fovea"], "trained_on": {"vessel": ["chase_db1"]},
+            "untrained_reason": {"drusen": "no data", "fovea": "no data"},
+            "comparison": {"vessel": {"dataset": "chase_db1", "learned_dsc": 0.7, "classical_dsc": 0.6}}}
+    md = render(card, None)
+    assert "| drusen | — | UNTRAINED" in md and "| vessel | chase_db1 | trained" in md and "uses these weights" in md

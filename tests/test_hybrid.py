@@ -1,0 +1,72 @@
+"""The default segmenter picks each target from the segmenter that measured better, and withholds weak heads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import skimage.data
+
+from retsam_core.classical import ClassicalSegmenter
+from retsam_core.hybrid import MIN_RELEASE_DSC, HybridSegmenter, choose_sources
+from retsam_core.preprocess import preprocess
+from retsam_core.segmenter import load_segmenter
+
+
+def _card(vessel=(0.7, 0.6), disc=(0.8, 0.9), exudate=0.5, se_all=0.48, se_present=0.0):
+    return {
+        "metrics": {
+            "learned": {
+                "chase": {"vessel": {"dsc": vessel[0]}},
+                "idrid": {
+                    "optic_disc": {"dsc": disc[0]},
+                    "hard_exudate": {"dsc": exudate, "dsc_present": exudate},
+                    "soft_exudate": {"dsc": se_all, "dsc_present": se_present},
+                },
+            },
+            "classical_baseline": {"chase": {"vessel": {"dsc": vessel[1]}}, "idrid": {"optic_disc": {"dsc": disc[1]}}},
+        }
+    }
+
+
+LEARNED = ("vessel", "optic_disc", "hard_exudate", "soft_exudate", "hemorrhage")
+
+
+def test_choice_follows_the_card_metrics():
+    c = choose_sources(_card(), LEARNED, ClassicalSegmenter().info.provides)
+    assert c["vessel"].source == "learned"
+    assert c["optic_disc"].source == "classical"
+    assert c["fovea"].source == "classical"
+    assert c["hard_exudate"].source == "learned"
+    # Lesion-free images inflate plain DSC (0.48); the lesion-present DSC (0.0) decides.
+    assert c["soft_exudate"].source == "withheld" and "release bar" in c["soft_exudate"].reason
+    assert c["hemorrhage"].source == "withheld" and "no test metric" in c["hemorrhage"].reason
+    flipped = choose_sources(_card(vessel=(0.5, 0.6), disc=(0.95, 0.9)), LEARNED, ClassicalSegmenter().info.provides)
+    assert flipped["vessel"].source == "classical" and flipped["optic_disc"].source == "learned"
+    weak = choose_sources(_card(exudate=MIN_RELEASE_DSC - 0.01), LEARNED, ())
+    assert weak["hard_exudate"].source == "withheld"
+
+
+def test_artery_and_vein_are_released_together():
+    card = _card()
+    card["metrics"]["learned"]["hrf"] = {"artery": {"dsc": 0.01}, "vein": {"dsc": 0.55}}
+    c = choose_sources(card, LEARNED + ("artery", "vein"), ())
+    assert c["artery"].source == "withheld" and c["vein"].source == "withheld"
+    assert "artery" in c["vein"].reason
+    card["metrics"]["learned"]["hrf"]["artery"]["dsc"] = 0.6
+    c = choose_sources(card, LEARNED + ("artery", "vein"), ())
+    assert c["artery"].source == "learned" and c["vein"].source == "learned"
+
+
+def test_default_segmenter_emits_exactly_what_it_provides():
+    seg = load_segmenter("default")
+    if not isinstance(seg, HybridSegmenter):
+        pytest.skip("no shipped learned weights that beat the classical segmenter")
+    p = preprocess(skimage.data.retina(), 1024)
+    masks = seg.segment(p.image[None], p.fov[None])[0]
+    assert set(masks) == set(seg.info.provides)
+    assert not set(masks) & set(seg.info.untrained)
+    for m in masks.values():
+        assert m.shape == (1024, 1024) and m.dtype == bool
+    if "optic_cup" in masks:
+        assert not (masks["optic_cup"] & ~masks["optic_disc"]).any()
+    assert 0.03 < masks["vessel"][p.fov].mean() < 0.25

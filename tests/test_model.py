@@ -1,0 +1,138 @@
+"""Learned segmenter: network shapes/heads, weights + card round trip (local and s3://), untrained heads."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from retsam_core.model import loading
+from retsam_core.model.loading import LearnedSegmenter, card_beats_classical, load_model, save_weights
+from retsam_core.model.network import SEG_CHANNELS, TASK_GROUPS, ModelConfig, RetSAMNet
+from retsam_core.segmenter import Segmenter, load_segmenter
+from retsam_core.targets import TARGETS
+
+torch.set_num_threads(1)
+TINY = dict(resolution=64, enc_channels=(8, 8, 16, 16, 24), enc_blocks=(1, 1, 1, 1, 1), dec_channels=(16, 16, 8, 8))
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return RetSAMNet(ModelConfig(**TINY)).eval()
+
+
+def test_shapes_and_heads():
+    m = tiny_model()
+    with torch.no_grad():
+        out = m(m.normalise(torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8)))
+    assert out["seg"].shape == (2, len(SEG_CHANNELS), 64, 64)
+    assert out["fovea"].shape == (2, 2) and float(out["fovea"].min()) >= 0 and float(out["fovea"].max()) <= 1
+    assert m.channels == SEG_CHANNELS
+    assert set(SEG_CHANNELS) | {"fovea"} == set(TARGETS)
+    assert set(m.decoders) == set(TASK_GROUPS)  # one full decoder per task group (task-decoupled)
+    assert TASK_GROUPS["vessels"] == ("vessel", "artery", "vein")
+
+
+def test_config_round_trip():
+    cfg = ModelConfig(**TINY)
+    assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_base_variant_needs_timm():
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="timm"):
+            RetSAMNet(ModelConfig(variant="base", resolution=64))
+    else:  # pragma: no cover - only where the gpu extra is installed
+        m = RetSAMNet(ModelConfig(variant="base", resolution=64))
+        assert m(torch.zeros(1, 3, 64, 64))["seg"].shape[1] == len(SEG_CHANNELS)
+
+
+def _card(untrained=("drusen", "tessellation", "peripapillary_atrophy", "diffuse_atrophy", "patchy_atrophy", "fovea"), beats=True):
+    return {"name": "retsam-test", "version": "t", "untrained": list(untrained),
+            "comparison": {"vessel": {"learned_dsc": 0.8 if beats else 0.5, "classical_dsc": 0.6}}}
+
+
+def test_save_load_round_trip_and_hash(tmp_path):
+    m = tiny_model()
+    p = tmp_path / "w.safetensors"
+    card = save_weights(m, p, _card())
+    assert len(card["sha256"]) == 64 and json.loads((tmp_path / "w.json").read_text())["sha256"] == card["sha256"]
+    m2, card2 = load_model(str(p))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(m(x)["seg"], m2(x)["seg"], atol=1e-6)
+    # a tampered file is refused
+    data = bytearray(p.read_bytes())
+    data[-1] ^= 1
+    p.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="hash mismatch"):
+        load_model(str(p))
+
+
+def test_untrained_heads_absent_and_canvas_size(tmp_path):
+    p = tmp_path / "w.safetensors"
+    save_weights(tiny_model(), p, _card())
+    seg = load_segmenter(str(p))
+    assert isinstance(seg, LearnedSegmenter) and isinstance(seg, Segmenter)
+    for t in ("drusen", "tessellation", "fovea"):
+        assert t not in seg.info.provides and t in seg.info.untrained
+    assert "phenotypes" in seg.model.skip_groups  # all its channels untrained: not even computed
+    S = 96  # canvas != model resolution (64)
+    imgs = np.random.default_rng(0).integers(0, 255, (2, S, S, 3), dtype=np.uint8)
+    fovs = np.ones((2, S, S), bool)
+    fovs[:, :5] = False
+    out = seg.segment(imgs, fovs)
+    assert len(out) == 2
+    assert set(out[0]) == set(seg.info.provides)
+    for m in out[0].values():
+        assert m.shape == (S, S) and m.dtype == bool and not m[:5].any()
+
+
+def test_fovea_emitted_as_disc_when_trained(tmp_path):
+    p = tmp_path / "w.safetensors"
+    save_weights(tiny_model(), p, _card(untrained=()))
+    seg = LearnedSegmenter.from_uri(str(p))
+    assert "fovea" in seg.info.provides
+    f = seg.segment(np.full((1, 64, 64, 3), 120, np.uint8), np.ones((1, 64, 64), bool))[0]["fovea"]
+    assert 0 < f.sum() < 64 * 64 * 0.05
+
+
+def test_default_weights_gate(tmp_path, monkeypatch):
+    monkeypatch.setattr(loading, "WEIGHTS_DIR", tmp_path)
+    assert loading.default_weights_path() is None
+    save_weights(tiny_model(), tmp_path / "retsam-small.safetensors", _card(beats=False))
+    assert loading.default_weights_path() is None
+    assert load_segmenter("default").info.name == "classical"
+    save_weights(tiny_model(), tmp_path / "retsam-small.safetensors", _card(beats=True))
+    assert loading.default_weights_path() == tmp_path / "retsam-small.safetensors"
+    assert card_beats_classical(_card()) and not card_beats_classical({})
+
+
+def test_load_from_s3(tmp_path, s3_bucket, s3_endpoint):
+    import boto3
+
+    p = tmp_path / "w.safetensors"
+    card = save_weights(tiny_model(), p, _card())
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    s3.upload_file(str(p), s3_bucket, "models/w.safetensors")
+    s3.upload_file(str(tmp_path / "w.json"), s3_bucket, "models/w.json")
+    seg = load_segmenter(f"s3://{s3_bucket}/models/w.safetensors")
+    assert seg.info.weights_hash == card["sha256"]
+
+
+def test_disc_cup_postprocess(tmp_path):
+    p = tmp_path / "w.safetensors"
+    save_weights(tiny_model(), p, _card() | {"postprocess": {"largest_component": ["optic_disc"], "cup_inside_disc": True}})
+    seg = load_segmenter(str(p))
+    disc = np.zeros((32, 32), bool)
+    disc[5:15, 5:15] = True
+    disc[25:27, 25:27] = True  # a speck
+    cup = np.zeros((32, 32), bool)
+    cup[8:12, 8:20] = True  # leaks outside the disc
+    masks = {"optic_disc": disc, "optic_cup": cup}
+    seg._postprocess(masks)
+    assert masks["optic_disc"].sum() == 100 and not masks["optic_cup"][:, 15:].any()

@@ -1,0 +1,244 @@
+"""End-to-end pipeline tests on a real local Ray (session fixture `ray_local`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.runner import run_cohort
+from pipeline.scan import scan
+from tests.pipeline_fixtures import (  # noqa: F401 - fixtures
+    EXPECTED_BAD,
+    EXPECTED_WARN,
+    copy_images,
+    demo_cohort,
+    demo_run,
+    fast_config,
+)
+
+QUIET = dict(progress=False, log=lambda m: None)
+
+
+def _images(out) -> pl.DataFrame:
+    return scan(str(out))["images"].collect()
+
+
+def test_every_input_becomes_one_row_with_the_right_status(demo_run, demo_cohort):
+    out, summary = demo_run
+    df = _images(out)
+    names = sorted(p.name for p in demo_cohort.input_dir.iterdir() if not p.name.endswith(".csv"))
+    assert sorted(df["image_id"].to_list()) == sorted(names + ["does_not_exist.jpg"])  # exactly once each
+    assert summary["processed"] == len(names) + 1 and summary["skipped"] == 0
+    rows = {r["image_id"]: r for r in df.to_dicts()}
+    for name, (status, words) in EXPECTED_BAD.items():
+        assert rows[name]["status"] == status, (name, rows[name]["error"])
+        assert words in rows[name]["error"], (name, rows[name]["error"])
+    for name, (status, words) in EXPECTED_WARN.items():
+        assert rows[name]["status"] == status, (name, rows[name]["error"])
+        assert not words or any(words in w for w in rows[name]["warnings"]), rows[name]["warnings"]
+    missing = rows["does_not_exist.jpg"]
+    assert missing["status"] == "error" and "not found" in missing["error"] and missing["participant_id"] == "P999"
+    good = [rows[n] for n in demo_cohort.good]
+    assert all(r["status"] == "ok" for r in good), [(r["image_id"], r["error"]) for r in good if r["status"] != "ok"]
+    assert all(r["vessel_density_all_retina"] and 0.02 < r["vessel_density_all_retina"] < 0.4 for r in good)
+    huge = rows["odd_huge_8000x6000.jpg"]
+    assert (huge["original_width"], huge["original_height"]) == (8000, 6000) and huge["decode_scale"] > 1
+    n_err = sum(1 for s, _ in EXPECTED_BAD.values() if s == "error") + 1
+    assert summary["failed"] == n_err
+    assert summary["ungradable"] == sum(1 for s, _ in EXPECTED_BAD.values() if s == "ungradable")
+    assert summary["batches"] >= 2  # shard_size=12: several commit batches from one Dataset
+
+
+def test_manifest_metadata_and_provenance_pass_through(demo_run):
+    out, _ = demo_run
+    df = _images(out)
+    assert {"participant_id", "eye", "visit", "site", "device", "mm_per_px"} <= set(df.columns)
+    assert df["participant_id"].null_count() == 0 and set(df["eye"].unique()) == {"OD", "OS"}
+    q95 = df.filter(pl.col("image_id") == "retina_q95.jpg").row(0, named=True)
+    assert q95["scale_source"] == "manifest" and q95["original_mm_per_px"] == pytest.approx(q95["mm_per_px"])
+    other = df.filter(pl.col("image_id") == "retina_hflip.jpg").row(0, named=True)
+    assert other["scale_source"] in ("fov_estimate", "disc_estimate") and other["mm_per_px"] is None
+    ok = df.filter(pl.col("status") == "ok")
+    assert ok["segmenter"].unique().to_list() == ["classical-1"] and ok["model_hash"].unique().to_list() == [""]
+    assert df["run_id"].n_unique() == 1 and df["pipeline_version"].null_count() == 0
+    # unit metadata from the biomarker catalogue travels in the Parquet schema
+    f = next(Path(out, "images").rglob("*.parquet"))
+    field = pq.read_schema(f).field("vessel_density_all_retina")
+    assert field.metadata and b"unit" in field.metadata
+    run_files = list(Path(out, "_runs").glob("*.json"))
+    rec = json.loads(run_files[0].read_text())
+    assert rec["status"] == "finished" and rec["resources"]["num_gpus"] == 0 and "ray" in rec["versions"]
+    assert rec["counts"]["processed"] == df.height
+
+
+def test_parquet_layout_readable_by_polars_and_duckdb(demo_run):
+    out, summary = demo_run
+    n = pl.scan_parquet(f"{out}/images/**/*.parquet", hive_partitioning=True).select(pl.len()).collect().item()
+    dd = duckdb.sql(f"SELECT count(*), count(DISTINCT batch) FROM read_parquet('{out}/images/**/*.parquet', "
+                    "hive_partitioning=true)").fetchall()[0]
+    assert dd == (n, summary["batches"])
+    seg = duckdb.sql(f"SELECT count(*) FROM read_parquet('{out}/segments/**/*.parquet', hive_partitioning=true)").fetchall()[0][0]
+    assert seg == _images(out)["n_segment_rows"].sum() > 0
+    frames = scan(str(out))
+    masks = frames["masks"].collect()
+    assert masks.height == _images(out).filter(pl.col("box_side").is_not_null()).height
+    assert {"fov", "mask_vessel", "mask_optic_disc", "box_side", "canvas_size"} <= set(masks.columns)
+    # bounded file counts: one images file per batch, few segments/masks files
+    # bounded file counts: one images file per commit batch, at most one segments/masks file per batch here
+    assert len(list(Path(out, "images").rglob("*.parquet"))) == summary["batches"]
+    for table in ("segments", "masks"):
+        assert 1 <= len(list(Path(out, table).rglob("*.parquet"))) <= summary["batches"]
+    assert pq.ParquetFile(next(Path(out, "images").rglob("*.parquet"))).metadata.row_group(0).column(0).compression == "ZSTD"
+    assert not any(Path(out).rglob("_staging/*"))
+
+
+def test_rerun_skips_everything_before_reading(demo_run, demo_cohort, ray_local):
+    out, first = demo_run
+    s = run_cohort(str(demo_cohort.input_dir / "manifest_plus_missing.csv"), str(out), fast_config(), **QUIET)
+    assert s["processed"] == 0 and s["skipped"] == first["processed"]
+    assert _images(out).height == first["processed"]
+
+
+def test_reprocess_from_masks_rewrites_biomarkers(demo_run, tmp_path, ray_local):
+    from pipeline.reprocess import reprocess_output
+
+    out = tmp_path / "copy"
+    shutil.copytree(demo_run[0], out)
+    before = _images(out).sort("image_id")
+    segs_before = scan(str(out))["segments"].collect().height
+    summary = reprocess_output(str(out), fast_config(), **QUIET)
+    after = _images(out).sort("image_id")
+    with_masks = before.filter(pl.col("box_side").is_not_null()).height
+    assert summary["recomputed"] == with_masks and after.height == before.height
+    assert after["quant_id"].n_unique() == 1 and after["quant_id"][0] not in set(before["quant_id"])
+    ok_b, ok_a = (d.filter(pl.col("status") == "ok") for d in (before, after))
+    assert ok_a["vessel_density_all_retina"].to_list() == pytest.approx(ok_b["vessel_density_all_retina"].to_list())
+    assert after.filter(pl.col("image_id") == "bad_tiny.jpg")["status"].item() == "error"
+    assert after["participant_id"].to_list() == before["participant_id"].to_list()  # metadata kept
+    segs = scan(str(out))["segments"].collect()
+    assert segs.height == segs_before == after["n_segment_rows"].sum()
+    assert set(segs["quant_id"].unique()) == {after["quant_id"][0]}
+    files = list(Path(out, "segments").rglob("*.parquet"))  # old segments files removed
+    assert files and all(f.name.startswith(after["quant_id"][0]) for f in files)
+
+
+def test_force_and_model_hash_targeting_keep_each_image_once(demo_run, demo_cohort, tmp_path, ray_local):
+    out = tmp_path / "copy"
+    shutil.copytree(demo_run[0], out)
+    manifest = str(demo_cohort.input_dir / "manifest_plus_missing.csv")
+    before = _images(out)
+    s = run_cohort(manifest, str(out), fast_config(), model_hash_not="", **QUIET)  # every row has hash ''
+    assert s["processed"] == 0
+    s = run_cohort(manifest, str(out), fast_config(), model_hash_not="abc123", limit=2, **QUIET)
+    assert s["processed"] == 2
+    s = run_cohort(manifest, str(out), fast_config(), force=True, limit=3, **QUIET)
+    assert s["processed"] == 3
+    after = _images(out)
+    assert sorted(after["image_id"].to_list()) == sorted(before["image_id"].to_list())  # still exactly once
+    # --force/--limit 3 took the first three ids again (two of them had just been redone): 3 rows of the last run
+    assert after["run_id"].value_counts().sort("count")["count"].to_list() == [3, after.height - 3]
+    frames = scan(str(out))
+    assert frames["segments"].collect().height == after["n_segment_rows"].sum()
+    # superseded rows were removed from the older batches' files, not only hidden by scan()
+    raw = duckdb.sql(f"SELECT count(*) FROM read_parquet('{out}/segments/**/*.parquet')").fetchall()[0][0]
+    assert raw == after["n_segment_rows"].sum()
+    raw_masks = duckdb.sql(f"SELECT count(*), count(DISTINCT image_id) FROM read_parquet('{out}/masks/**/*.parquet')").fetchall()[0]
+    assert raw_masks[0] == raw_masks[1] == frames["masks"].collect().height
+
+
+def test_listing_folder_glob_manifest(tmp_path):
+    from pipeline.listing import list_inputs
+
+    for sub in ("site1", "site2"):
+        (tmp_path / "in" / sub).mkdir(parents=True)
+        (tmp_path / "in" / sub / "a.jpg").write_bytes(b"x")
+    (tmp_path / "in" / "site1" / "B.PNG").write_bytes(b"x")
+    (tmp_path / "in" / "notes.txt").write_text("not an image extension")
+    (tmp_path / "in" / "_staging").mkdir()
+    (tmp_path / "in" / "_staging" / "x.jpg").write_bytes(b"x")
+    lst = list_inputs(str(tmp_path / "in"))
+    assert lst.table["image_id"].to_pylist() == ["site1/B.PNG", "site1/a.jpg", "site2/a.jpg"]
+    assert lst.table["read_path"].to_pylist()[0] == str(tmp_path / "in" / "site1" / "B.PNG")
+    g = list_inputs(str(tmp_path / "in" / "site*" / "a.jpg"))
+    assert g.table["image_id"].to_pylist() == ["site1/a.jpg", "site2/a.jpg"]
+    m = tmp_path / "in" / "m.csv"
+    m.write_text("path,participant_id,eye,mm_per_px\nsite1/a.jpg,00123,OD,0.01\nsite1/a.jpg,00123,OD,0.01\n"
+                 f"{tmp_path}/in/site2/a.jpg,7,OS,\n")
+    ml = list_inputs(str(m))
+    assert ml.table["image_id"].to_pylist() == ["site1/a.jpg", "site2/a.jpg"] and ml.duplicates_dropped == 1
+    assert ml.table["participant_id"].to_pylist() == ["00123", "7"]  # identifiers stay strings
+    assert ml.table["mm_per_px"].to_pylist() == [0.01, None]
+
+
+def test_no_gpu_is_requested_on_a_cpu_cluster(ray_local):
+    from pipeline.config import PipelineConfig
+    from pipeline.runner import plan_resources
+
+    assert PipelineConfig().num_gpus == 0
+    msgs: list[str] = []
+    plan = plan_resources(PipelineConfig(num_gpus=1), msgs.append)
+    assert plan["num_gpus"] == 0 and any("GPU" in m for m in msgs)
+    plan = plan_resources(PipelineConfig(), msgs.append)
+    cpus = ray_local.cluster_resources()["CPU"]
+    reserved = plan["segment_actors"] * plan["segment_num_cpus"] + plan["quantify_actors"] * plan["quantify_num_cpus"]
+    assert plan["num_gpus"] == 0 and reserved < cpus  # room left for read tasks
+
+
+def test_gpu_plan_on_a_gpu_cluster(monkeypatch):
+    """Planning logic alone (no GPU here): one segmentation actor per GPU, the CPUs left go to quantification."""
+    import ray
+
+    from pipeline.config import PipelineConfig
+    from pipeline.runner import plan_resources
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 64.0, "GPU": 4.0})
+    plan = plan_resources(PipelineConfig(num_gpus=1, segment_num_cpus=8, address="auto"), lambda m: None)
+    assert (plan["num_gpus"], plan["segment_actors"], plan["quantify_actors"]) == (1, 4, 31)
+    plan = plan_resources(PipelineConfig(num_gpus=2, address="auto"), lambda m: None)
+    assert plan["segment_actors"] == 2
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 64.0})
+    plan = plan_resources(PipelineConfig(address="auto"), lambda m: None)
+    assert plan["num_gpus"] == 0 and plan["segment_actors"] + plan["quantify_actors"] <= 63
+
+
+def test_config_file_and_overrides(tmp_path):
+    from pipeline.config import PipelineConfig
+
+    f = tmp_path / "c.yaml"
+    f.write_text("canvas_size: 512\nsegmenter: classical\nstorage_options: {key: AKIA, secret: s3cr3t}\n")
+    cfg = PipelineConfig.load(f, shard_size="50", num_gpus=None)
+    assert (cfg.canvas_size, cfg.segmenter, cfg.shard_size, cfg.num_gpus) == (512, "classical", 50, 0.0)
+    assert "s3cr3t" not in json.dumps(cfg.redacted())
+    with pytest.raises(ValueError):
+        PipelineConfig.load(None, not_a_field=1)
+
+
+def test_one_writer_per_output(tmp_path):
+    import os
+    import socket
+    import time as _time
+
+    from pipeline.output import Output, OutputLocked, WriterLock
+
+    out = Output(str(tmp_path / "out"))
+    live = {"run_id": "other", "host": socket.gethostname(), "pid": os.getppid(), "heartbeat": _time.time()}
+    out.write_json(out.path("_lock.json"), live)
+    with pytest.raises(OutputLocked, match="being written by run other"):
+        run_cohort(str(tmp_path), str(tmp_path / "out"), fast_config(), **QUIET)
+    with WriterLock(out, "mine", break_lock=True):  # explicit takeover
+        assert json.loads((tmp_path / "out" / "_lock.json").read_text())["run_id"] == "mine"
+    assert not (tmp_path / "out" / "_lock.json").exists()
+    dead = {**live, "pid": 2**22 + 12345}  # a pid that does not exist on this host: stale at once
+    out.write_json(out.path("_lock.json"), dead)
+    with WriterLock(out, "mine"):
+        pass
+    old = {**live, "host": "elsewhere", "heartbeat": _time.time() - 3600}  # no heartbeat for an hour: stale
+    out.write_json(out.path("_lock.json"), old)
+    with WriterLock(out, "mine"):
+        pass

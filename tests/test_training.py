@@ -1,0 +1,137 @@
+"""Training: partial-label masking, A/V consistency, a tiny real-data run, stage machinery + resume, Ray Train."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from retsam_core.model.network import ModelConfig, RetSAMNet
+from retsam_core.training.data import AugConfig, PatchSampler, load_records
+from retsam_core.training.losses import av_consistency, partial_label_loss
+from retsam_core.training.trainer import StageConfig, TrainConfig, run_training, train_stage
+
+torch.set_num_threads(1)
+TINY = dict(enc_channels=(8, 8, 16, 16, 24), enc_blocks=(1, 1, 1, 1, 1), dec_channels=(16, 16, 8, 8))
+
+
+def tiny_cfg(tmp_path, res=96, **kw) -> TrainConfig:
+    st = StageConfig(steps=2, batch=2, patch=64, lr=3e-3)
+    base = dict(out_dir=str(tmp_path / "run"), model=ModelConfig(resolution=res, **TINY), limit_images=1,
+                experts=st, multitask=st, finetune=StageConfig(steps=2, batch=2, patch=64, lr=1e-3),
+                ckpt_every_s=0.0, log_every=1, threads=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_unannotated_channel_gets_no_gradient():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 8, 8, requires_grad=True)
+    y = (torch.rand(2, 4, 8, 8) > 0.5).float()
+    w = torch.ones(2, 4, 8, 8)
+    ann = torch.tensor([[True, False, True, False], [True, False, False, False]])
+    loss, per = partial_label_loss(logits, y, w, ann)
+    loss.backward()
+    g = logits.grad
+    assert g[:, 1].abs().sum() == 0 and g[:, 3].abs().sum() == 0  # never annotated
+    assert g[1, 2].abs().sum() == 0 and g[0, 2].abs().sum() > 0  # annotated for sample 0 only
+    assert set(per) == {0, 2}
+    logits.grad = None  # positive weighting (rare lesions) keeps the masking
+    partial_label_loss(logits, y, w, ann, pos_weight=torch.tensor([1.0, 10.0, 10.0, 10.0]))[0].backward()
+    assert logits.grad[:, 1].abs().sum() == 0 and logits.grad[1, 2].abs().sum() == 0
+    # ignored pixels (weight 0) give no gradient either
+    logits.grad = None
+    w2 = w.clone()
+    w2[0, 0, :4] = 0
+    partial_label_loss(logits, y, w2, ann)[0].backward()
+    assert logits.grad[0, 0, :4].abs().sum() == 0
+
+
+def test_av_consistency():
+    big = torch.full((1, 3, 4, 4), 8.0)
+    lg = big.clone()
+    assert float(av_consistency(lg)) > 0.9  # a + v = 2 > vessel = 1
+    lg[:, 2] = -8.0  # vein off: artery == vessel -> ~0
+    assert float(av_consistency(lg)) < 1e-2
+
+
+@pytest.fixture(scope="module")
+def chase_records(shared_data):
+    return load_records("runs/cache", ["chase_db1"], "train", 128, root=shared_data, limit=2)
+
+
+def test_sampler_partial_labels(chase_records):
+    s = PatchSampler(chase_records, RetSAMNet(ModelConfig(resolution=128, **TINY)).channels, patch=64, batch=3)
+    x, y, w, ann, ds = s.next_batch()
+    assert x.shape == (3, 3, 64, 64) and y.shape[1] == 14 and ann.shape == (3, 14)
+    assert ann[:, 0].all() and not ann[:, 1:].any()  # CHASE annotates vessel only
+    assert ds == ["chase_db1"] * 3
+
+
+def test_tiny_training_reduces_loss_on_real_data(tmp_path, chase_records):
+    cfg = tiny_cfg(tmp_path, res=128, av_weight=0.0)
+    model = RetSAMNet(cfg.model)
+    fixed = PatchSampler(chase_records, model.channels, patch=96, batch=4, aug=AugConfig(rotate=0, scale=(1, 1), flip=False,
+                         gain=0, brightness=0, contrast=0, gamma=(1, 1), blur_p=0), seed=123).next_batch()
+
+    def loss_of(state):
+        m = RetSAMNet(cfg.model)
+        m.load_state_dict(state)
+        m.train()  # batch statistics: 30 steps are too few for settled BatchNorm running stats
+        with torch.no_grad():
+            return float(partial_label_loss(m(fixed[0])["seg"], fixed[1], fixed[2], fixed[3])[0])
+
+    before = loss_of(model.state_dict())
+    torch.manual_seed(0)
+    state = train_stage(cfg, "multitask", StageConfig(steps=30, batch=4, patch=96, lr=3e-3), chase_records,
+                        tmp_path / "mt", init_state=model.state_dict(), log=lambda m: None)
+    after = loss_of(state)
+    assert after < before - 0.05, (before, after)
+
+
+def test_stage_resume_from_checkpoint(tmp_path, chase_records):
+    cfg = tiny_cfg(tmp_path)
+    out = tmp_path / "stage"
+    logs = []
+    train_stage(cfg, "multitask", StageConfig(steps=2, batch=2, patch=64), chase_records, out, log=logs.append)
+    (out / "done.json").unlink()  # as if interrupted after step 2 of 4
+    train_stage(cfg, "multitask", StageConfig(steps=4, batch=2, patch=64), chase_records, out, log=logs.append)
+    assert any("resumed from" in m and "at step 2" in m for m in logs)
+    assert json.loads((out / "done.json").read_text())["steps"] == 4
+    # a finished stage is skipped, not retrained
+    logs.clear()
+    train_stage(cfg, "multitask", StageConfig(steps=4, batch=2, patch=64), chase_records, out, log=logs.append)
+    assert any("already done" in m for m in logs)
+
+
+def test_all_stages_tiny(tmp_path, shared_data):
+    cfg = tiny_cfg(tmp_path, data_root=str(shared_data), datasets=("chase_db1", "idrid"),
+                   stages=("experts", "pseudo", "multitask", "finetune"))
+    last = run_training(cfg)
+    out = tmp_path / "run"
+    assert last == out / "finetune" / "final.pt"
+    for p in ("experts/vessels", "experts/lesions", "experts/disc_cup", "multitask", "finetune"):
+        assert (out / p / "done.json").exists(), p
+    # pseudo-labels: the vessel expert labelled the IDRiD image, the lesion expert the CHASE image
+    z = np.load(next((out / "pseudo" / "idrid").glob("*.npz")))
+    assert "m_vessel" in z.files and "i_vessel" in z.files
+    assert "m_hard_exudate" in np.load(next((out / "pseudo" / "chase_db1").glob("*.npz"))).files
+    # stage 3 froze the encoder
+    mt = torch.load(out / "multitask" / "final.pt", weights_only=False)["model"]
+    ft = torch.load(out / "finetune" / "final.pt", weights_only=False)["model"]
+    enc = [k for k in mt if k.startswith("encoder.")]
+    assert enc and all(torch.equal(mt[k], ft[k]) for k in enc)
+    dec = [k for k in mt if k.startswith("decoders.lesions") and k.endswith("weight")]
+    assert any(not torch.equal(mt[k], ft[k]) for k in dec)
+
+
+def test_ray_train_two_workers(tmp_path, shared_data, ray_local):
+    from retsam_core.training.ray_train import train_with_ray
+
+    cfg = tiny_cfg(tmp_path, data_root=str(shared_data), datasets=("chase_db1",), stages=("multitask",))
+    res = train_with_ray(cfg, num_workers=2, num_gpus=0)
+    assert res.error is None
+    done = json.loads((tmp_path / "run" / "multitask" / "done.json").read_text())
+    assert done["world_size"] == 2 and done["steps"] == 2
