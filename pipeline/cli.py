@@ -27,6 +27,7 @@ CONFIG_FLAGS: list[tuple[str, str, type, str]] = [
     ("--local-num-cpus", "local_num_cpus", int, "logical CPUs of the local Ray"),
     ("--field-angle-deg", "field_angle_deg", float, "camera field angle for mm/px estimates"),
     ("--quality-reject-below", "quality_reject_below", float, "mark rows ungradable below this quality score"),
+    ("--qc-overlays", "qc_overlays", str, "QC overlay PNGs under OUTPUT/qc/: none, sample (default) or all"),
 ]
 
 

@@ -44,8 +44,13 @@ class PipelineConfig:
     storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options (merged with AWS env)
 
     # QC
-    qc_overlays: bool = False  # write qc/<image>.png overlays (needs pipeline.qc)
+    qc_overlays: str = "sample"  # none | sample | all: QC overlay PNGs under OUTPUT/qc/ after the run
+    qc_sample_size: int = 24  # overlays rendered in "sample" mode
     quality_reject_below: float | None = None  # mark rows ungradable when the quality score is below this
+
+    def __post_init__(self) -> None:
+        if self.qc_overlays not in ("none", "sample", "all"):
+            raise ValueError(f"qc_overlays must be none, sample or all, got {self.qc_overlays!r}")
 
     @classmethod
     def fields(cls) -> list[dataclasses.Field]:

@@ -229,6 +229,10 @@ def _run_cohort(input_uri: str, output_uri: str, cfg: PipelineConfig, *, force: 
         timings["processing_s"] = time.time() - t_proc
         if superseding:
             counts["superseded_rows_dropped"] = out.dedupe()
+    if counts["processed"] and cfg.qc_overlays != "none":
+        t = time.time()
+        counts["qc_overlays"] = len(_render_qc_overlays(output_uri, out_opts, cfg, run_id, log))
+        timings["qc_overlays_s"] = time.time() - t
     elapsed = time.time() - t_start
     timings["total_s"] = elapsed
     rate = counts["processed"] / max(1e-9, timings.get("processing_s", elapsed)) if counts["processed"] else 0.0
@@ -242,6 +246,22 @@ def _run_cohort(input_uri: str, output_uri: str, cfg: PipelineConfig, *, force: 
         f"failed {counts['error']}, ungradable {counts['ungradable']}, ok {counts['ok']}, "
         f"{rate:.2f} images/s, {elapsed:.1f} s total")
     return summary
+
+
+def _render_qc_overlays(output_uri: str, out_opts: dict, cfg: PipelineConfig, run_id: str,
+                        log: Callable[[str], None]) -> list[str]:
+    """QC overlays of this run's images (a sample or all) from the stored masks; a failure here never fails the run."""
+    try:
+        from pipeline.qc.overlays import render_overlays
+
+        written = render_overlays(output_uri, None, out_opts, mode=cfg.qc_overlays, n_sample=cfg.qc_sample_size,
+                                  run_id=run_id)
+    except Exception as exc:  # overlays are a convenience: the Parquet tables are already committed
+        log(f"warning: QC overlays not rendered: {type(exc).__name__}: {exc}")
+        return []
+    if written:
+        log(f"QC overlays: {len(written)} written under {output_uri.rstrip('/')}/qc/")
+    return written
 
 
 def _progress_bar(total: int, enabled: bool):

@@ -93,3 +93,8 @@ def s3_bucket(s3_endpoint):
     name = f"retsam-test-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
     return name
+
+
+# Session fixtures shared by the pipeline, CLI and QC tests: registered once here so the demo cohort is built and
+# run once per session (a fixture imported into several test modules would be instantiated once per module).
+from tests.pipeline_fixtures import demo_cohort, demo_run  # noqa: E402,F401

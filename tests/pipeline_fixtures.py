@@ -16,7 +16,7 @@ CANVAS = 256
 
 def fast_config(**kw) -> PipelineConfig:
     base = dict(canvas_size=CANVAS, segment_actors=1, quantify_actors=1, segment_batch_size=4, quantify_batch_size=8,
-                shard_size=1000, segmenter="classical")
+                shard_size=1000, segmenter="classical", qc_overlays="none")
     base.update(kw)
     return PipelineConfig(**base)
 
@@ -37,7 +37,8 @@ def demo_run(demo_cohort, ray_local, tmp_path_factory):
     manifest = demo_cohort.input_dir / "manifest_plus_missing.csv"
     text = demo_cohort.manifest.read_text()
     manifest.write_text(text + "does_not_exist.jpg,P999,OD,baseline,demo-site-A,skimage-retina,\n")
-    summary = run_cohort(str(manifest), str(out), fast_config(segment_actors=2, shard_size=12), progress=False,
+    summary = run_cohort(str(manifest), str(out), fast_config(segment_actors=2, shard_size=12, qc_overlays="sample",
+                                                                  qc_sample_size=3), progress=False,
                          log=lambda m: None)
     return out, summary
 

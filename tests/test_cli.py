@@ -10,7 +10,6 @@ import polars as pl
 import pytest
 
 from pipeline.cli import build_parser, main
-from tests.pipeline_fixtures import demo_cohort  # noqa: F401 - fixture
 
 
 def test_help_lists_commands(capsys):

@@ -13,14 +13,7 @@ import pytest
 
 from pipeline.runner import run_cohort
 from pipeline.scan import scan
-from tests.pipeline_fixtures import (  # noqa: F401 - fixtures
-    EXPECTED_BAD,
-    EXPECTED_WARN,
-    copy_images,
-    demo_cohort,
-    demo_run,
-    fast_config,
-)
+from tests.pipeline_fixtures import EXPECTED_BAD, EXPECTED_WARN, copy_images, fast_config
 
 QUIET = dict(progress=False, log=lambda m: None)
 
@@ -242,3 +235,23 @@ def test_one_writer_per_output(tmp_path):
     out.write_json(out.path("_lock.json"), old)
     with WriterLock(out, "mine"):
         pass
+
+
+def test_run_renders_a_sample_of_qc_overlays(demo_run):
+    """`qc_overlays="sample"` (the default mode) leaves overlay PNGs of this run's ok images under OUTPUT/qc/."""
+    out, summary = demo_run
+    pngs = sorted((out / "qc").glob("*.png"))
+    assert summary["qc_overlays"] == len(pngs) == min(3, summary["ok"])
+    ok_ids = set(_images(out).filter(pl.col("status") == "ok")["image_id"].to_list())
+    from pipeline.qc.overlays import overlay_uri
+
+    expected = {Path(overlay_uri(str(out), i)).name for i in ok_ids}
+    assert {p.name for p in pngs} <= expected
+    import cv2
+
+    assert all(cv2.imread(str(p)).std() > 10 for p in pngs)
+
+
+def test_qc_overlay_mode_is_validated():
+    with pytest.raises(ValueError, match="qc_overlays"):
+        fast_config(qc_overlays="some")

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from pipeline.runner import run_cohort
 from pipeline.scan import scan
-from tests.pipeline_fixtures import copy_images, demo_cohort, fast_config  # noqa: F401 - fixtures
+from tests.pipeline_fixtures import copy_images, fast_config
 
 REPO = Path(__file__).resolve().parents[1]
 QUIET = dict(progress=False, log=lambda m: None)

@@ -10,7 +10,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tests.pipeline_fixtures import demo_cohort, demo_run  # noqa: F401  (session fixtures, as in test_pipeline)
 
 from pipeline.qc.overlays import overlay_uri
 from pipeline.scan import scan
