@@ -103,8 +103,12 @@ def segmenter_provenance(cfg: PipelineConfig) -> dict[str, Any]:
 
     seg = load_segmenter(cfg.segmenter, device="cpu")
     info = seg.info
-    return {"segmenter": f"{info.name}-{info.version}", "model_hash": info.weights_hash or "",
+    prov = {"segmenter": f"{info.name}-{info.version}", "model_hash": info.weights_hash or "",
             "provided_targets": list(info.provides), "untrained": list(info.untrained), "resolution": info.resolution}
+    choices = getattr(seg, "choices", None)  # the hybrid default: which segmenter supplies each target, and why
+    if choices:
+        prov["target_sources"] = {t: {"source": c.source, "reason": c.reason} for t, c in choices.items()}
+    return prov
 
 
 # Selection ------------------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """The default segmenter: each target from whichever segmenter measured better on held-out data.
 
-The shipped learned model and the classical one each win somewhere (learned: vessels, artery/vein, cup, exudates;
-classical: optic disc, fovea). The choice is read from the model card's test metrics, so a retrained model
+The shipped learned model and the classical one each win somewhere (learned: vessels; classical: optic disc,
+fovea). The choice is read from the model card's test metrics, so a retrained model
 changes the mix without code changes. A learned channel whose test DSC is below `MIN_RELEASE_DSC` is withheld
-(flagged, never emitted): an empty or random lesion map would read as "no lesions", a false measurement.
+(flagged, never emitted): an empty or random lesion map would read as "no lesions", a false measurement. So is
+a lesion head that fires on healthy eyes (`metrics.healthy_false_positives` in the card).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from retsam_core.segmenter import Segmenter, SegmenterInfo
 from retsam_core.targets import TARGETS
 
 MIN_RELEASE_DSC = 0.30
+MAX_HEALTHY_FALSE_LESIONS = 1.0  # mean predicted lesion components per healthy test eye
 
 
 @dataclass(frozen=True)
@@ -69,12 +71,30 @@ def choose_sources(card: dict, learned_targets: tuple[str, ...], classical_targe
                 choice[t] = TargetChoice("withheld", "no test metric in the model card")
             elif dsc < MIN_RELEASE_DSC:
                 choice[t] = TargetChoice("withheld", f"test DSC {dsc:.3f} below the release bar {MIN_RELEASE_DSC}")
+            elif (fp := _healthy_false_lesions(metrics, t)) is not None and fp > MAX_HEALTHY_FALSE_LESIONS:
+                choice[t] = TargetChoice(
+                    "withheld", f"{fp:.1f} false lesions per healthy test eye (bar {MAX_HEALTHY_FALSE_LESIONS})"
+                )
             else:
                 choice[t] = TargetChoice("learned", f"test DSC {dsc:.3f}")
         elif in_c:
             choice[t] = TargetChoice("classical", "only the classical segmenter provides it")
     _release_artery_vein_together(choice)
+    _cup_follows_disc(choice)
     return choice
+
+
+def _healthy_false_lesions(metrics: dict, target: str) -> float | None:
+    per_target = metrics.get("healthy_false_positives", {}).get("per_target", {})
+    return per_target[target]["mean_components"] if target in per_target else None
+
+
+def _cup_follows_disc(choice: dict[str, TargetChoice]) -> None:
+    """A cup-to-disc ratio needs cup and disc outlined by the same model: the learned cup head was trained on
+    disc-centred crops together with the learned disc, and is not validated against the classical disc."""
+    cup, disc = choice.get("optic_cup"), choice.get("optic_disc")
+    if cup is not None and disc is not None and cup.source == "learned" and disc.source != "learned":
+        choice["optic_cup"] = TargetChoice("withheld", f"learned cup released only with the learned disc (disc is {disc.source})")
 
 
 def _release_artery_vein_together(choice: dict[str, TargetChoice]) -> None:

@@ -35,6 +35,7 @@ def test_choice_follows_the_card_metrics():
     c = choose_sources(_card(), LEARNED, ClassicalSegmenter().info.provides)
     assert c["vessel"].source == "learned"
     assert c["optic_disc"].source == "classical"
+    assert "optic_cup" not in c  # not offered by either segmenter here
     assert c["fovea"].source == "classical"
     assert c["hard_exudate"].source == "learned"
     # Lesion-free images inflate plain DSC (0.48); the lesion-present DSC (0.0) decides.
@@ -70,3 +71,37 @@ def test_default_segmenter_emits_exactly_what_it_provides():
     if "optic_cup" in masks:
         assert not (masks["optic_cup"] & ~masks["optic_disc"]).any()
     assert 0.03 < masks["vessel"][p.fov].mean() < 0.25
+
+
+def test_lesion_heads_that_fire_on_healthy_eyes_are_withheld():
+    card = _card()
+    card["metrics"]["healthy_false_positives"] = {"per_target": {"hard_exudate": {"mean_components": 40.0}}}
+    c = choose_sources(card, LEARNED, ())
+    assert c["hard_exudate"].source == "withheld" and "healthy" in c["hard_exudate"].reason
+    card["metrics"]["healthy_false_positives"]["per_target"]["hard_exudate"]["mean_components"] = 0.2
+    assert choose_sources(card, LEARNED, ())["hard_exudate"].source == "learned"
+
+
+def test_learned_cup_needs_the_learned_disc():
+    card = _card(disc=(0.8, 0.9))
+    card["metrics"]["learned"]["drishti"] = {"optic_cup": {"dsc": 0.8}}
+    c = choose_sources(card, LEARNED + ("optic_cup",), ClassicalSegmenter().info.provides)
+    assert c["optic_disc"].source == "classical" and c["optic_cup"].source == "withheld"
+    card = _card(disc=(0.95, 0.9))
+    card["metrics"]["learned"]["drishti"] = {"optic_cup": {"dsc": 0.8}}
+    c = choose_sources(card, LEARNED + ("optic_cup",), ClassicalSegmenter().info.provides)
+    assert c["optic_disc"].source == "learned" and c["optic_cup"].source == "learned"
+
+
+def test_run_record_says_where_each_target_comes_from():
+    from pipeline.config import PipelineConfig
+    from pipeline.runner import segmenter_provenance
+
+    prov = segmenter_provenance(PipelineConfig(segmenter="default"))
+    seg = load_segmenter("default")
+    if not isinstance(seg, HybridSegmenter):
+        pytest.skip("no shipped learned weights that beat the classical segmenter")
+    sources = prov["target_sources"]
+    assert set(prov["provided_targets"]) == {t for t, c in sources.items() if c["source"] != "withheld"}
+    assert all(c["reason"] for c in sources.values())
+    assert set(prov["untrained"]).isdisjoint(prov["provided_targets"])

@@ -1,0 +1,68 @@
+"""False lesions on eyes without lesions: the check that lesion Dice on a DR-only test set (IDRiD) cannot make.
+
+A lesion head that fires on healthy eyes would report lesion counts as if they were measurements. We run the
+learned lesion heads on the test images of healthy eyes we have (HRF-AV `*_h` test images and CHASE_DB1 test
+images, children without retinopathy) and count predicted lesion components; the result goes into the model card
+(`metrics.healthy_false_positives`) and `retsam_core.hybrid` withholds heads above its bar.
+
+    python -m retsam_core.evaluation.healthy_fp --card retsam_core/weights/retsam-small.json [--data-root DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from retsam_core.image_io import DecodeLimits, decode_image
+from retsam_core.preprocess import preprocess
+from retsam_core.targets import LESION_TARGETS
+
+
+def healthy_test_images(data_root: Path) -> list[Path]:
+    hrf = [p for p in sorted((data_root / "HRF-AV" / "images").iterdir()) if p.stem.endswith("_h") and int(p.stem[:2]) <= 5]
+    chase = sorted((data_root / "CHASE_DB1" / "images" / "test").glob("*.jpg"))
+    return hrf + chase
+
+
+def count_false_lesions(segmenter, images: list[Path], canvas: int = 1024) -> dict[str, dict]:
+    """Per lesion target the segmenter provides: mean and max predicted components per healthy image."""
+    targets = [t for t in LESION_TARGETS if t in segmenter.info.provides]
+    counts: dict[str, list[int]] = {t: [] for t in targets}
+    for path in images:
+        d = decode_image(path.read_bytes(), DecodeLimits(target_side=canvas))
+        p = preprocess(d.rgb, canvas, d.decode_scale, (d.original_height, d.original_width))
+        masks = segmenter.segment(p.image[None], p.fov[None])[0]
+        for t in targets:
+            counts[t].append(cv2.connectedComponents(masks[t].astype(np.uint8))[0] - 1)
+    return {
+        t: {"images": len(v), "mean_components": float(np.mean(v)), "max_components": int(np.max(v))}
+        for t, v in counts.items()
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    from retsam_core.model.loading import LearnedSegmenter
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--card", required=True, help="model card JSON beside the .safetensors weights")
+    ap.add_argument("--data-root", default=str(Path(__file__).resolve().parents[2].parent / "shared" / "data"))
+    a = ap.parse_args(argv)
+    card_path = Path(a.card)
+    seg = LearnedSegmenter.from_uri(str(card_path.with_suffix(".safetensors")))
+    images = healthy_test_images(Path(a.data_root))
+    result = count_false_lesions(seg, images)
+    card = json.loads(card_path.read_text())
+    card.setdefault("metrics", {})["healthy_false_positives"] = {
+        "images": [p.name for p in images],
+        "per_target": result,
+    }
+    card_path.write_text(json.dumps(card, indent=1))
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
