@@ -78,8 +78,8 @@ def render(card: dict, summary: dict | None, notes: str = "", appendix: str = ""
         beats = cmp.get("learned_dsc", 0) > cmp.get("classical_dsc", 1)
         L += [f"**Default-model gate:** vessel DSC on {cmp.get('dataset')} test: learned {cmp.get('learned_dsc'):.3f} vs classical "
               f"{cmp.get('classical_dsc'):.3f} → `load_segmenter('default')` uses "
-              f"{'these weights' if beats else 'the classical segmenter'} (`default_weights_path()` "
-              f"{'returns the shipped file' if beats else 'returns None'}).", ""]
+              f"{'these weights combined per target with the classical segmenter (retsam_core/hybrid.py)' if beats else 'the classical segmenter'}"
+              f" (`default_weights_path()` {'returns the shipped file' if beats else 'returns None'}).", ""]
     if appendix:
         L += [appendix.strip(), ""]
     return "\n".join(L) + "\n"
