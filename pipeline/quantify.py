@@ -74,7 +74,7 @@ class MaskSetStage:
     def one(self, stem: str, folder: str, mm: float | None) -> dict[str, Any]:
         from retsam_core.biomarkers.mask_files import find_mask_sets, quantify_mask_set
 
-        from pipeline.stages import _plain
+        from pipeline.stages import _plain, pack_segments
 
         t0 = time.perf_counter()
         row: dict[str, Any] = {"image_id": stem, "status": "ok", "segmenter": SEGMENTER_NAME, "model_hash": "",
@@ -97,17 +97,8 @@ class MaskSetStage:
             notes = res.reasons.pop("_inputs", "")
             row["warnings"] = [n for n in notes.split("; ") if n]
             row["null_reasons"] = json.dumps(res.reasons, sort_keys=True) if res.reasons else None
-            segs = [{**{k: _plain(v) for k, v in s.items()}, "image_id": stem, "quant_id": self.prov["quant_id"]}
-                    for s in (res.segments or [])]
-            row["n_segment_rows"] = len(segs)
-            if segs:
-                import io
-
-                t = pa.Table.from_pylist(segs, schema=self.seg_schema)
-                sink = io.BytesIO()
-                with pa.ipc.new_stream(sink, t.schema) as w:
-                    w.write_table(t)
-                row["segments_ipc"] = sink.getvalue()
+            row["n_segment_rows"], row["segments_ipc"] = pack_segments(res.segments, stem, self.prov["quant_id"],
+                                                                       self.seg_schema)
         except (ValueError, FileNotFoundError) as exc:
             row.update(status="error", error=str(exc))
         except Exception as exc:  # noqa: BLE001

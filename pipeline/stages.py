@@ -271,15 +271,21 @@ class QuantifyStage:
         q = row.get("quality_score")
         if threshold is not None and q is not None and q < float(threshold) and row["status"] == "ok":
             row.update(status="ungradable", error=f"quality score {q:.2f} below {float(threshold):.2f}")
-        segs = [{**{k: _plain(v) for k, v in s.items()}, "image_id": row["image_id"], "quant_id": self.prov["quant_id"]}
-                for s in (res.segments or [])]
-        row["n_segment_rows"] = len(segs)
-        if segs:
-            t = pa.Table.from_pylist(segs, schema=self.seg_schema)
-            sink = io.BytesIO()
-            with pa.ipc.new_stream(sink, t.schema) as w:
-                w.write_table(t)
-            row["segments_ipc"] = sink.getvalue()
+        row["n_segment_rows"], row["segments_ipc"] = pack_segments(res.segments, row["image_id"], self.prov["quant_id"],
+                                                                   self.seg_schema)
+
+
+def pack_segments(segments: list[dict] | None, image_id: str, quant_id: str, schema: pa.Schema) -> tuple[int, bytes | None]:
+    """Per-segment rows of one image as Arrow IPC bytes: one binary cell travels through Ray Data instead of a
+    nested list column whose schema would have to be unified across blocks."""
+    rows = [{**{k: _plain(v) for k, v in s.items()}, "image_id": image_id, "quant_id": quant_id} for s in (segments or [])]
+    if not rows:
+        return 0, None
+    table = pa.Table.from_pylist(rows, schema=schema)
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return len(rows), sink.getvalue()
 
 
 def warm_up_biomarkers() -> None:
