@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_qc_fixture import make_output
 
 from pipeline.qc.cli import main as qc_main
-from pipeline.qc.report import SECTIONS, build_report
-from test_qc_fixture import make_output
+from pipeline.qc.report import build_report
+from pipeline.qc.report_sections import SECTIONS
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
