@@ -16,6 +16,11 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from pipeline.output import Output
+from pipeline.scan import scan
+from pipeline.storage import join_uri as join
+from pipeline.storage import resolve_storage_options, to_uri
+
 TABLES = ("images", "segments", "masks")
 
 # Column-name candidates, most specific first (the pipeline and biomarker catalogue own the real names).
@@ -59,20 +64,11 @@ def is_remote(path: str) -> bool:
     return "://" in str(path) and not str(path).startswith("file://")
 
 
-def join(base: str, *parts: str) -> str:
-    b = str(base).rstrip("/")
-    return "/".join([b, *[p.strip("/") for p in parts]])
-
-
 def resolve_options(uri: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """fsspec options for `uri`: the AWS environment (endpoint, keys) merged under explicit options, exactly as the
-    pipeline resolves them (`pipeline.storage.resolve_storage_options`); explicit options only for local paths."""
+    """fsspec options for `uri`: the AWS environment merged under explicit options, as the pipeline resolves them;
+    explicit options only for local paths."""
     if not is_remote(uri):
         return {}
-    try:
-        from pipeline.storage import resolve_storage_options
-    except ImportError:
-        return dict(storage_options or {})
     return resolve_storage_options(str(uri), dict(storage_options or {}))
 
 
@@ -82,52 +78,26 @@ def filesystem(path: str, storage_options: Mapping[str, Any] | None = None) -> t
     return fs, p
 
 
-def table_files(output: str, table: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
-    """Parquet files of one table (hive partitions under OUTPUT/<table>/), full URIs for remote outputs."""
-    fs, root = filesystem(join(output, table), storage_options)
-    try:
-        if not fs.isdir(root):
-            return []
-        found = sorted(
-            p for p in fs.find(root)
-            if p.endswith(".parquet") and "/." not in p[len(root):] and "/_" not in p[len(root):]
-        )
-    except FileNotFoundError:
-        return []
-    if is_remote(output):
-        proto = str(output).split("://", 1)[0]
-        return [f"{proto}://{p}" for p in found]
-    return found
-
-
-def batch_of(path: str) -> str | None:
-    m = re.search(r"/batch=([^/]+)/", str(path))
-    return m.group(1) if m else None
-
-
 def committed_files(output: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, list[str]]:
-    """{table: files} restricted to committed batches (a batch is committed once its images file exists), the
-    same rule as `pipeline.scan`: files of a batch still being written are never read."""
-    files = {t: table_files(output, t, storage_options) for t in TABLES}
-    committed = {batch_of(f) for f in files["images"]}
-    return {t: [f for f in fs_ if batch_of(f) in committed] for t, fs_ in files.items()}
+    """{table: Parquet file URIs} of committed batches only (the pipeline's own rule, `Output.committed_batches`):
+    files of a batch still being written are never read."""
+    out = Output(str(output), resolve_options(output, storage_options))
+    batches = out.committed_batches()
+    return {t: [to_uri(out.protocol, f) for b in batches for f in out.parquet_files(out.batch_dir(t, b))] for t in TABLES}
 
 
 def arrow_dataset(
-    output: str, table: str, storage_options: Mapping[str, Any] | None = None, files: list[str] | None = None
+    output: str, table: str, files: list[str], storage_options: Mapping[str, Any] | None = None
 ) -> ds.Dataset | None:
-    """A lazy pyarrow dataset over OUTPUT/<table>/batch=*/ with the hive `batch` column and a unified schema.
-
-    Works for any fsspec location (local, s3://, gs://, memory://); None when the table has no files.
+    """A lazy pyarrow dataset over `files` of OUTPUT/<table>/batch=*/ with the hive `batch` column and a unified
+    schema. Works for any fsspec location (local, s3://, gs://, memory://); None when there are no files.
     """
-    files = table_files(output, table, storage_options) if files is None else files
     if not files:
         return None
-    fs, _ = filesystem(join(output, table), storage_options)
+    fs, root = filesystem(join(output, table), storage_options)
     plain = [filesystem(f, storage_options)[1] for f in files]
     schemas = [pq.read_schema(p, filesystem=fs) for p in plain]
     schema = pa.unify_schemas(schemas, promote_options="permissive")
-    _, root = filesystem(join(output, table), storage_options)
     part = ds.partitioning(pa.schema([("batch", pa.string())]), flavor="hive")
     if "batch" in schema.names:
         schema = schema.remove(schema.get_field_index("batch"))
@@ -136,29 +106,11 @@ def arrow_dataset(
 
 
 def scan_tables(output: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, pl.LazyFrame | None]:
-    """{images, segments, masks} -> LazyFrame (or None where the table has no files).
-
-    Uses `pipeline.scan.scan` (the pipeline's own reader) when it is importable; otherwise a pyarrow dataset per
-    table (fsspec, so local and object storage both work).
-    """
-    try:
-        from pipeline.scan import scan  # type: ignore
-
-        frames = scan(str(output), storage_options=dict(storage_options) if storage_options else None)
-        out: dict[str, pl.LazyFrame | None] = {}
-        for t in TABLES:
-            lf = frames.get(t) if isinstance(frames, Mapping) else None
-            if lf is not None and not table_files(output, t, storage_options):
-                lf = None
-            out[t] = lf
-        return out
-    except ImportError:
-        pass
-    out = {}
-    for t in TABLES:
-        d = arrow_dataset(output, t, storage_options)
-        out[t] = pl.scan_pyarrow_dataset(d) if d is not None else None
-    return out
+    """{images, segments, masks} -> LazyFrame from `pipeline.scan` (committed, current rows), or None where the
+    table has no committed files."""
+    frames = scan(str(output), storage_options=dict(storage_options) if storage_options else None)
+    files = committed_files(output, storage_options)
+    return {t: frames.get(t) if files[t] else None for t in TABLES}
 
 
 def pick(columns: Iterable[str], candidates: Iterable[str]) -> str | None:

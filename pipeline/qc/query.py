@@ -35,7 +35,7 @@ def connect(output: str, storage_options: Mapping[str, Any] | None = None, threa
         if not files[t]:
             continue
         if is_remote(output):
-            d = arrow_dataset(output, t, storage_options, files[t])
+            d = arrow_dataset(output, t, files[t], storage_options)
             con.register(f"_{t}_arrow", d)
             con.execute(f"CREATE VIEW {t}_all AS SELECT * FROM _{t}_arrow")
         else:
