@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
+
+from retsam_core.biomarkers.context import ZONE_BOUNDS, Disc
+from retsam_core.biomarkers.layout import centroid, largest_component
 
 # RGB colours. Tests key on these; change them only together with the legend/doc.
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -65,41 +67,26 @@ PHENOTYPES: tuple[str, ...] = ("tessellation", "peripapillary_atrophy", "diffuse
 VESSEL_ALPHA = 0.65
 LESION_ALPHA = 0.55
 LEGEND_WIDTH = 400
-ZONE_B = (2.0, 3.0)
-ZONE_C = (2.0, 5.0)
 
 
-@dataclass(frozen=True)
-class DiscGeometry:
-    """Disc centre and equivalent radius on the canvas (pixels)."""
-
-    cx: float
-    cy: float
-    r: float
-
-
-def disc_geometry(disc: np.ndarray | None) -> DiscGeometry | None:
-    """Centre and equivalent radius (sqrt(area/pi)) of the largest optic-disc component, or None."""
-    if disc is None or not np.any(disc):
+def disc_geometry(disc: np.ndarray | None) -> Disc | None:
+    """Centre and equivalent radius (sqrt(area/pi)) of the largest optic-disc component, or None: the very disc the
+    zone biomarkers are measured from (`biomarkers.layout`), so the drawn rings are the measured zones."""
+    if disc is None:
         return None
-    m = disc.astype(np.uint8)
-    n, labels, stats, cents = cv2.connectedComponentsWithStats(m, connectivity=8)
-    if n <= 1:
+    d = largest_component(np.asarray(disc, bool))
+    if d is None:
         return None
-    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    area = float(stats[k, cv2.CC_STAT_AREA])
-    return DiscGeometry(float(cents[k][0]), float(cents[k][1]), math.sqrt(area / math.pi))
+    cx, cy = centroid(d)
+    return Disc(cx, cy, math.sqrt(float(d.sum()) / math.pi))
 
 
 def mask_centre(mask: np.ndarray | None) -> tuple[float, float] | None:
     """Centroid (x, y) of the largest component of `mask`, or None."""
-    if mask is None or not np.any(mask):
+    if mask is None:
         return None
-    n, _, stats, cents = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    if n <= 1:
-        return None
-    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return float(cents[k][0]), float(cents[k][1])
+    m = largest_component(np.asarray(mask, bool))
+    return None if m is None else centroid(m)
 
 
 def _blend(img: np.ndarray, mask: np.ndarray, color: tuple[int, int, int], alpha: float) -> None:
@@ -210,9 +197,9 @@ def render_overlay(
         drawn.append("optic_cup")
     if disc is not None:
         centre = (round(disc.cx), round(disc.cy))
-        for k in ZONE_B:
+        for k in ZONE_BOUNDS["zone_b"]:
             cv2.circle(img, centre, round(k * disc.r), COLORS["zone_b"], thick, lineType=cv2.LINE_AA)
-        cv2.circle(img, centre, round(ZONE_C[1] * disc.r), COLORS["zone_c"], thick, lineType=cv2.LINE_AA)
+        cv2.circle(img, centre, round(ZONE_BOUNDS["zone_c"][1] * disc.r), COLORS["zone_c"], thick, lineType=cv2.LINE_AA)
         drawn += ["zone_b", "zone_c"]
 
     # Fovea marker.
@@ -242,7 +229,7 @@ def _legend_panel(
     numbers: Mapping[str, Any],
     title: str | None,
     notes: list[str],
-    disc: DiscGeometry | None,
+    disc: Disc | None,
 ) -> np.ndarray:
     w = LEGEND_WIDTH
     panel = np.full((height, w, 3), 24, np.uint8)
