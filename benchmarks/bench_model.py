@@ -1,6 +1,7 @@
 """Learned segmenter benchmark: CPU inference time per image (one core, median) + the evaluation table.
 
   python benchmarks/bench_model.py [--weights W] [--runs 7] [--eval-summary out/eval/summary.json] [--json OUT]
+  python benchmarks/bench_model.py --gpu [--batch 16]     # images/s on a GPU, bf16 and fp32
 
 Reports: forward pass at the model's own resolution (network only), and `segment()` on a 1024 px canvas
 (resize in, network, resize + threshold out), with the 1-minute load average so that numbers taken on a shared
@@ -55,14 +56,85 @@ def bench(weights: str | None, runs: int = 7, canvas: int = 1024) -> dict:
     }
 
 
+def _rate(fn, n_images: int, seconds: float) -> float:
+    """Images per second of `fn` (one call = `n_images`), after warm-up, over about `seconds` of wall time."""
+    import torch
+
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    for _ in range(3):
+        fn()
+    sync()
+    calls, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        fn()
+        calls += 1
+    sync()
+    return calls * n_images / (time.perf_counter() - t0)
+
+
+def bench_gpu(weights: str | None, batch: int = 16, seconds: float = 8.0, canvas: int = 1024) -> dict:
+    """GPU throughput: the network alone (bf16 autocast and fp32) and `segment()` end to end (host canvases in,
+    boolean masks out: what the pipeline's GPU actor does per batch)."""
+    from retsam_core.model.loading import WEIGHTS_DIR, LearnedSegmenter
+
+    weights = weights or str(WEIGHTS_DIR / "retsam-small.safetensors")
+    dev = "cuda" if torch.cuda.is_available() else "cpu"  # cpu: a dry run of this code path only
+    seg = LearnedSegmenter.from_uri(weights, device=dev)
+    m, R = seg.model, seg.model.cfg.resolution
+    x = torch.randint(0, 255, (batch, 3, R, R), dtype=torch.uint8, device=dev)
+
+    def net(bf16: bool):
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            m(m.normalise(x))["seg"].float().sigmoid()
+
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 255, (batch, canvas, canvas, 3), dtype=np.uint8)
+    fovs = np.ones((batch, canvas, canvas), bool)
+    return {
+        "weights": weights, "device": torch.cuda.get_device_name(0) if dev == "cuda" else "cpu", "torch": torch.__version__, "batch": batch,
+        "model_resolution": R, "canvas": canvas,
+        "network_bf16_images_per_s": round(_rate(lambda: net(True), batch, seconds), 1),
+        "network_fp32_images_per_s": round(_rate(lambda: net(False), batch, seconds), 1),
+        "segment_bf16_images_per_s": round(_rate(lambda: seg.segment(imgs, fovs), batch, seconds), 1),
+        "decoders_computed": [g for g in m.cfg.task_groups if g not in m.skip_groups],
+    }
+
+
+def bench_base_gpu(resolution: int = 896, batch: int = 4, seconds: float = 5.0) -> dict:
+    """The `base` (timm Swin) variant, randomly initialised: one training step runs, and network images/s (bf16).
+    896 = 7 x 128 keeps every Swin stage a whole number of 7 x 7 windows."""
+    from retsam_core.model.network import ModelConfig, RetSAMNet
+
+    try:
+        m = RetSAMNet(ModelConfig(variant="base", resolution=resolution)).cuda()
+        x = torch.randn(batch, 3, resolution, resolution, device="cuda")
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = m(x)["seg"]
+        out.float().sigmoid().mean().backward()
+        m.eval()
+
+        def net():
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+                m(x)["seg"].float().sigmoid()
+
+        return {"variant": "base", "swin": m.cfg.swin_name, "resolution": resolution, "batch": batch,
+                "params_millions": round(sum(p.numel() for p in m.parameters()) / 1e6, 1),
+                "train_step": "ok", "output_shape": list(out.shape),
+                "network_bf16_images_per_s": round(_rate(net, batch, seconds), 1)}
+    except Exception as exc:  # report, do not hide: the base variant is optional
+        return {"variant": "base", "error": f"{type(exc).__name__}: {exc}"}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--weights")
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--eval-summary", default="docs/model_eval/summary.json")
     ap.add_argument("--json")
+    ap.add_argument("--gpu", action="store_true", help="GPU throughput (bf16 and fp32) instead of 1-core CPU latency")
+    ap.add_argument("--batch", type=int, default=16)
     a = ap.parse_args(argv)
-    r = bench(a.weights, a.runs)
+    r = bench_gpu(a.weights, a.batch) | {"base_variant": bench_base_gpu()} if a.gpu else bench(a.weights, a.runs)
     print(json.dumps(r, indent=1))
     p = Path(a.eval_summary)
     if p.exists():

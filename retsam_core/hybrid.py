@@ -20,6 +20,8 @@ from retsam_core.targets import TARGETS
 
 MIN_RELEASE_DSC = 0.30
 MAX_HEALTHY_FALSE_LESIONS = 1.0  # mean predicted lesion components per healthy test eye
+MIN_AVR_AGREEMENT_R = 0.5  # Pearson r of Knudtson AVR from the model's A/V map vs the expert map (HRF-AV test)
+MIN_AVR_COVERAGE = 2 / 3  # ... over at least this share of the test images (AVR null elsewhere)
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ def choose_sources(card: dict, learned_targets: tuple[str, ...], classical_targe
                 choice[t] = TargetChoice("learned", f"test DSC {dsc:.3f}")
         elif in_c:
             choice[t] = TargetChoice("classical", "only the classical segmenter provides it")
+    _artery_vein_need_calibre_agreement(choice, metrics.get("av_calibre"))
     _release_artery_vein_together(choice)
     _cup_follows_disc(choice)
     return choice
@@ -95,6 +98,26 @@ def _cup_follows_disc(choice: dict[str, TargetChoice]) -> None:
     cup, disc = choice.get("optic_cup"), choice.get("optic_disc")
     if cup is not None and disc is not None and cup.source == "learned" and disc.source != "learned":
         choice["optic_cup"] = TargetChoice("withheld", f"learned cup released only with the learned disc (disc is {disc.source})")
+
+
+def _artery_vein_need_calibre_agreement(choice: dict[str, TargetChoice], evidence: dict | None) -> None:
+    """A/V maps exist to measure CRAE, CRVE and AVR: pixel DSC can look fair while the labels flip along a vessel
+    and the calibre summaries disagree with the expert's. Release A/V only where the card shows the AVR from the
+    model's map tracks the AVR from the expert map (`benchmarks/bench_av_calibre.py --card`)."""
+    if not any(choice.get(t) and choice[t].source == "learned" for t in ("artery", "vein")):
+        return
+    avr = (evidence or {}).get("avr_knudtson_zone_b") or {}
+    images = (evidence or {}).get("images") or 0
+    if not avr or not images:
+        why = "no AVR agreement check in the model card (benchmarks/bench_av_calibre.py --card)"
+    elif avr["both"] / images < MIN_AVR_COVERAGE or avr["pearson_r"] < MIN_AVR_AGREEMENT_R:
+        why = (f"AVR vs the expert A/V map: r = {avr['pearson_r']:.2f} on {avr['both']} of {images} test images "
+               f"(bar: r >= {MIN_AVR_AGREEMENT_R} on >= {MIN_AVR_COVERAGE:.0%})")
+    else:
+        return
+    for t in ("artery", "vein"):
+        if t in choice:
+            choice[t] = TargetChoice("withheld", why)
 
 
 def _release_artery_vein_together(choice: dict[str, TargetChoice]) -> None:

@@ -54,6 +54,12 @@ def test_artery_and_vein_are_released_together():
     assert c["artery"].source == "withheld" and c["vein"].source == "withheld"
     assert "artery" in c["vein"].reason
     card["metrics"]["learned"]["hrf"]["artery"]["dsc"] = 0.6
+    c = choose_sources(card, LEARNED + ("artery", "vein"), ())  # fair DSC, but no calibre evidence
+    assert c["artery"].source == "withheld" and "AVR agreement" in c["vein"].reason
+    card["metrics"]["av_calibre"] = {"images": 15, "avr_knudtson_zone_b": {"both": 4, "pearson_r": -0.53}}
+    c = choose_sources(card, LEARNED + ("artery", "vein"), ())
+    assert c["artery"].source == "withheld" and "r = -0.53 on 4 of 15" in c["artery"].reason
+    card["metrics"]["av_calibre"]["avr_knudtson_zone_b"] = {"both": 12, "pearson_r": 0.8}
     c = choose_sources(card, LEARNED + ("artery", "vein"), ())
     assert c["artery"].source == "learned" and c["vein"].source == "learned"
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
 from retsam_core.model.network import ModelConfig, RetSAMNet
-from retsam_core.training.data import AugConfig, PatchSampler, load_records
+from retsam_core.training.data import AugConfig, PatchSampler, batch_to_float, load_records
 from retsam_core.training.losses import av_consistency, partial_label_loss
 from retsam_core.training.trainer import StageConfig, TrainConfig, run_training, train_stage
 
@@ -75,6 +76,7 @@ def test_tiny_training_reduces_loss_on_real_data(tmp_path, chase_records):
     model = RetSAMNet(cfg.model)
     fixed = PatchSampler(chase_records, model.channels, patch=96, batch=4, aug=AugConfig(rotate=0, scale=(1, 1), flip=False,
                          gain=0, brightness=0, contrast=0, gamma=(1, 1), blur_p=0), seed=123).next_batch()
+    fixed = (*batch_to_float(*fixed[:3]), fixed[3])
 
     def loss_of(state):
         m = RetSAMNet(cfg.model)
@@ -125,6 +127,14 @@ def test_all_stages_tiny(tmp_path, shared_data):
     assert enc and all(torch.equal(mt[k], ft[k]) for k in enc)
     dec = [k for k in mt if k.startswith("decoders.lesions") and k.endswith("weight")]
     assert any(not torch.equal(mt[k], ft[k]) for k in dec)
+    # the card lists every stage the weights went through; the export takes the last stage that made weights
+    from retsam_core.training.export import export_weights
+
+    card = export_weights(out, tmp_path / "w.safetensors")
+    assert {"experts/vessels", "experts/lesions", "multitask", "finetune"} <= set(card["training"]["stages"])
+    assert card["exported_from"].endswith("finetune/final.pt")
+    shutil.rmtree(out / "finetune")  # as if the last stage never ran: pseudo-labels are not weights
+    assert export_weights(out, tmp_path / "w2.safetensors")["exported_from"].endswith("multitask/final.pt")
 
 
 def test_ray_train_two_workers(tmp_path, shared_data, ray_local):

@@ -59,7 +59,8 @@ def render(card: dict, summary: dict | None, notes: str = "", appendix: str = ""
         L.append(f"- **{s}**: {info.get('steps')} steps in {info.get('minutes')} min, batch {info.get('batch')} × {info.get('patch')} px patches, "
                  f"lr {info.get('lr')}, frozen encoder: {info.get('frozen_encoder')}, loss {info.get('first_loss')} → {info.get('final_loss')} "
                  f"(running mean of the logged window), channels: {', '.join(info.get('channels', []))}")
-    L += [f"- total: {tr.get('total_minutes')} min on {tr.get('hardware')}", ""]
+    hw = tr.get("hardware")
+    L += [f"- total: {tr.get('total_minutes')} min on {'; '.join(hw) if isinstance(hw, list) else hw}", ""]
     if notes:
         L += [notes.strip(), ""]
     L += ["## Evaluation (test splits, 1024 px pipeline canvas, threshold 0.5)", ""]

@@ -45,7 +45,7 @@ def _probs_for(seg, target, size):
     probs = getattr(seg, "last_probabilities", None)
     if probs is None or target not in getattr(getattr(seg, "model", None), "channels", ()):
         return None
-    p = probs[0, list(seg.model.channels).index(target)]
+    p = probs[0, list(seg.model.channels).index(target)].astype(np.float32)
     return p if p.shape[0] == size else cv2.resize(p, (size, size), interpolation=cv2.INTER_LINEAR)
 
 

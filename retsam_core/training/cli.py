@@ -3,6 +3,7 @@
 Examples:
   retsam train --out-dir runs/retsam-small --stages multitask finetune --minutes 60 10
   retsam train --out-dir runs/r --stages experts pseudo multitask finetune --steps 600 600 300 --num-workers 4 --num-gpus 4
+  retsam train --config jobs/configs/retsam-small-gpu.json --bundle-dir bundle --loader-workers 14   # one GPU
   retsam train --out-dir runs/r --export retsam_core/weights/retsam-small.safetensors   # after training
 """
 
@@ -29,6 +30,10 @@ def build_config(a):
         cfg.cache_dir = a.cache_dir
     if a.data_root:
         cfg.data_root = a.data_root
+    if a.bundle_dir:
+        cfg.bundle_dir = a.bundle_dir
+    if a.loader_workers is not None:
+        cfg.loader_workers = a.loader_workers
     if a.stages:
         bad = [s for s in a.stages if s not in STAGE_ORDER]
         if bad:
@@ -82,6 +87,9 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--name")
     p.add_argument("--cache-dir", help="preprocessed canvas cache (default runs/cache)")
     p.add_argument("--data-root", help="shared datasets folder (default $RETSAM_DATA or ../shared/data)")
+    p.add_argument("--bundle-dir", help="train from a portable bundle (python -m retsam_core.datasets.bundle) "
+                                        "instead of the cache and the shared datasets")
+    p.add_argument("--loader-workers", type=int, help="cut patches in this many processes (keeps a GPU fed)")
     p.add_argument("--datasets", nargs="+", help="chase_db1 hrf_av drishti_gs1 idrid")
     p.add_argument("--stages", nargs="+", help="subset of: experts pseudo multitask finetune")
     p.add_argument("--variant", choices=["small", "base"])

@@ -19,10 +19,21 @@ NO_DATA_NOTE = "no pixel ground truth in the available public data (see shared/d
 
 
 def last_stage(out_dir: Path) -> str:
-    done = [s for s in STAGE_ORDER if (out_dir / s / "done.json").exists()]
+    done = [s for s in STAGE_ORDER if s != "pseudo" and (out_dir / s / "final.pt").exists()
+            and (out_dir / s / "done.json").exists()]  # pseudo-labelling makes labels, not weights
     if not done:
         raise FileNotFoundError(f"no finished stage in {out_dir}")
     return done[-1]
+
+
+def finished_stages(out_dir: Path) -> dict[str, dict]:
+    """Every finished stage's record, in training order (`experts/<group>`, `pseudo`, `multitask`, `finetune`)."""
+    found = {}
+    for s in STAGE_ORDER:
+        for done in sorted((out_dir / s).glob("*/done.json")) if s == "experts" else [out_dir / s / "done.json"]:
+            if done.exists():
+                found[str(done.parent.relative_to(out_dir))] = json.loads(done.read_text())
+    return found
 
 
 def export_weights(out_dir, weights_path, extra: dict | None = None, checkpoint: str | None = None) -> dict:
@@ -33,7 +44,7 @@ def export_weights(out_dir, weights_path, extra: dict | None = None, checkpoint:
     state = torch.load(src, map_location="cpu", weights_only=False)["model"]
     model = RetSAMNet(cfg.model)
     model.load_state_dict(state)
-    stages = {s: json.loads((out_dir / s / "done.json").read_text()) for s in STAGE_ORDER if (out_dir / s / "done.json").exists()}
+    stages = finished_stages(out_dir)
     trained_on: dict[str, list[str]] = {}
     for name in cfg.datasets:
         for t in DATASETS[name].annotated:
@@ -57,8 +68,8 @@ def export_weights(out_dir, weights_path, extra: dict | None = None, checkpoint:
         "training": {
             "stages": stages,
             "total_minutes": round(sum(v.get("minutes", 0) for v in stages.values()), 1),
-            "hardware": f"{platform.processor() or platform.machine()} CPU, torch {torch.__version__}, "
-                        f"{cfg.threads} thread(s), shared 2-core machine",
+            "hardware": sorted({v["hardware"] for v in stages.values() if v.get("hardware")})
+                        or f"{platform.processor() or platform.machine()} CPU, torch {torch.__version__}, {cfg.threads} thread(s)",
             "config": cfg.to_dict(),
         },
         "exported_from": str(src),

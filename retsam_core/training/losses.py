@@ -13,30 +13,26 @@ import torch.nn.functional as F
 
 def partial_label_loss(logits, y, w, ann, bce_weight=1.0, dice_weight=1.0, channel_weights=None, eps=1.0, pos_weight=None):
     """`logits`, `y`, `w`: (B, C, H, W); `ann`: (B, C) bool; `pos_weight` (C,) up-weights positives in the BCE
-    (rare lesions). Returns (loss, {channel index: loss value})."""
+    (rare lesions). Returns (loss, {channel index: detached loss tensor})."""
     m = w * ann[:, :, None, None].to(w.dtype)
     pw = None if pos_weight is None else pos_weight.to(logits.dtype).view(1, -1, 1, 1)
     bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none", pos_weight=pw)
     p = torch.sigmoid(logits)
     total = logits.new_zeros(())
     per = {}
-    n = 0
-    for c in range(logits.shape[1]):
+    active = [c for c, on in enumerate(ann.any(0).tolist()) if on]  # one host sync per step, not one per channel
+    for c in active:
         mc = m[:, c]
-        msum = mc.sum()
-        if msum <= 0:
-            continue
-        l_bce = (bce[:, c] * mc).sum() / msum
+        l_bce = (bce[:, c] * mc).sum() / mc.sum().clamp(min=1e-6)
         inter = (p[:, c] * y[:, c] * mc).sum()
         denom = (p[:, c] * mc).sum() + (y[:, c] * mc).sum()
         l_dice = 1 - (2 * inter + eps) / (denom + eps)
         lc = bce_weight * l_bce + dice_weight * l_dice
         if channel_weights is not None:
             lc = lc * channel_weights[c]
-        per[c] = float(lc.detach())
+        per[c] = lc.detach()
         total = total + lc
-        n += 1
-    return (total / max(n, 1)), per
+    return (total / max(len(active), 1)), per
 
 
 def av_consistency(logits, vessel_idx=0, artery_idx=1, vein_idx=2, weight_mask=None):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from retsam_core.model.network import ModelConfig, RetSAMNet, TASK_GROUPS
-from retsam_core.training.data import AugConfig, PatchSampler, add_pseudo_labels, load_records, records_summary
+from retsam_core.training.data import AugConfig, PatchSampler, add_pseudo_labels, batch_stream, batch_to_float, load_records, records_summary
 from retsam_core.training.losses import av_consistency, partial_label_loss
 
 STAGE_ORDER = ("experts", "pseudo", "multitask", "finetune")
@@ -46,6 +46,7 @@ class TrainConfig:
     name: str = "retsam-small"
     out_dir: str = "runs/retsam-small"
     cache_dir: str = "runs/cache"
+    bundle_dir: str | None = None  # a portable bundle (datasets.bundle) instead of the cache + shared datasets
     data_root: str | None = None
     datasets: tuple[str, ...] = ("chase_db1", "hrf_av", "drishti_gs1", "idrid")
     stages: tuple[str, ...] = ("multitask", "finetune")
@@ -64,6 +65,8 @@ class TrainConfig:
     log_every: int = 10
     device: str | None = None  # None: cuda when available, else cpu (Ray Train workers: the worker's device)
     threads: int = 1  # 1 beats 2 on a shared 2-core machine (OpenMP spin-waits under contention: measured 5x)
+    loader_workers: int = 0  # > 0: patches are sampled in this many DataLoader processes (keeps a GPU fed)
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -110,6 +113,21 @@ def _channel_weights(cfg: TrainConfig, channels) -> torch.Tensor:
     return torch.tensor([cfg.lesion_channel_weight if c in lesion else 1.0 for c in channels])
 
 
+def describe_hardware(dev: torch.device, threads: int, world: int = 1) -> str:
+    """What trained a stage, for the model card (GPU name, or CPU threads), plus the torch build."""
+    if dev.type == "cuda":
+        what = f"{world} x {torch.cuda.get_device_name(dev)}"
+    else:
+        import platform
+
+        what = f"{world} x {platform.processor() or platform.machine()} CPU, {threads} thread(s)"
+    return f"{what}, torch {torch.__version__}"
+
+
+def _training_device(cfg: TrainConfig) -> torch.device:
+    return torch.device(cfg.device) if cfg.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def _save(path: Path, obj):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -147,6 +165,7 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
         model.load_state_dict(init_state)
     sampler = PatchSampler(records, model.channels, sc.patch, sc.batch, AugConfig(), seed=cfg.seed + 1000 * rank + int(time.time()) % 1000,
                            dataset_weights=cfg.dataset_weights, pseudo_weight=cfg.pseudo_weight, channel_filter=channel_filter)
+    batches = batch_stream(sampler, cfg.loader_workers)
     used = sampler.annotated_channels()
     model.skip_groups = {g for g, ch in cfg.model.task_groups.items() if not (set(ch) & used)}
     if frozen_encoder:
@@ -172,11 +191,18 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
         log(f"[{stage}] start: {sc} data={records_summary(records)} channels={sorted(used)} skip={sorted(model.skip_groups)}"
             f" frozen_encoder={frozen_encoder} world={world}")
     if wrap_model is None:
-        model.to(torch.device(cfg.device) if cfg.device else torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        model.to(_training_device(cfg))
         net = model
     else:
         net = wrap_model(model)  # Ray Train: DDP + the worker's device
     dev = next(model.parameters()).device
+    for st in opt.state.values():  # a resumed optimizer's state was loaded on the CPU, beside the CPU model
+        for k, v in st.items():
+            if torch.is_tensor(v) and k != "step":
+                st[k] = v.to(dev)
+    use_amp = cfg.amp and dev.type == "cuda"
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     cw = _channel_weights(cfg, model.channels).to(dev)
     pw = _pos_weights(cfg, model.channels).to(dev) if cfg.lesion_pos_weight != 1.0 else None
     vi = model.channels.index("vessel") if "vessel" in model.channels else None
@@ -194,9 +220,11 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
 
     while keep_going():
         set_train_mode(model, frozen_encoder)
-        x, y, w, ann, _ = (t.to(dev, non_blocking=True) if torch.is_tensor(t) else t for t in sampler.next_batch())
-        out_d = net(x)
-        logits = out_d["seg"]
+        x, y, w, ann, _ = (t.to(dev, non_blocking=True) if torch.is_tensor(t) else t for t in next(batches))
+        x, y, w = batch_to_float(x, y, w)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            out_d = net(x)
+        logits = out_d["seg"].float()
         loss, per = partial_label_loss(logits, y, w, ann, channel_weights=cw, pos_weight=pw)
         if cfg.av_weight > 0 and vi is not None and "vessels" not in model.skip_groups:
             loss = loss + cfg.av_weight * av_consistency(logits, vi, vi + 1, vi + 2)
@@ -207,13 +235,13 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
         step += 1
         progress["p"] = max(step / sc.steps, (time.time() - t0) / budget_s if budget_s else 0.0)
         sched.step()
-        run_loss += float(loss.detach())
+        run_loss += loss.detach()  # a tensor: no host sync per step
         run_n += 1
         if step % cfg.log_every == 0 or step == sc.steps:
             el = time.time() - t0
-            avg = run_loss / run_n
+            avg = float(run_loss) / run_n
             hist.append([step, round(el, 1), round(avg, 5)])
-            chl = " ".join(f"{model.channels[c]}={v:.3f}" for c, v in sorted(per.items()))
+            chl = " ".join(f"{model.channels[c]}={float(v):.3f}" for c, v in sorted(per.items()))
             log(f"[{stage}] step {step}/{sc.steps} loss {avg:.4f} lr {sched.get_last_lr()[0]:.2e} {el / 60:.1f}min | last: {chl}")
             if report:
                 report({"stage": stage, "step": step, "loss": avg})
@@ -230,7 +258,8 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
         info = {"stage": stage, "steps": step, "planned_steps": sc.steps, "minutes": round(elapsed / 60, 2),
                 "final_loss": hist[-1][2] if hist else None, "first_loss": hist[0][2] if hist else None,
                 "channels": sorted(used), "data": records_summary(records), "frozen_encoder": frozen_encoder,
-                "world_size": world, "patch": sc.patch, "batch": sc.batch, "lr": sc.lr}
+                "world_size": world, "patch": sc.patch, "batch": sc.batch, "lr": sc.lr,
+                "hardware": describe_hardware(dev, cfg.threads, world), "bf16": use_amp}
         done.write_text(json.dumps(info, indent=1))
         log(f"[{stage}] done: {info}")
     return state
@@ -238,10 +267,11 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
 
 @torch.no_grad()
 def predict_probs(model: RetSAMNet, image_uint8: np.ndarray) -> np.ndarray:
-    """(R, R, 3) uint8 at the model resolution -> (C, R, R) float32 probabilities."""
+    """(R, R, 3) uint8 at the model resolution -> (C, R, R) float32 probabilities (on the model's device)."""
     model.eval()
-    x = torch.from_numpy(image_uint8).permute(2, 0, 1)[None]
-    return torch.sigmoid(model(model.normalise(x))["seg"])[0].numpy()
+    dev = next(model.parameters()).device
+    x = torch.from_numpy(image_uint8).permute(2, 0, 1)[None].to(dev)
+    return torch.sigmoid(model(model.normalise(x))["seg"].float())[0].cpu().numpy()
 
 
 def make_pseudo_labels(cfg: TrainConfig, experts: dict[str, dict], records, out_dir: Path, log=print) -> int:
@@ -252,6 +282,7 @@ def make_pseudo_labels(cfg: TrainConfig, experts: dict[str, dict], records, out_
         model = RetSAMNet(cfg.model)
         model.load_state_dict(state)
         model.skip_groups = {g for g in cfg.model.task_groups if g != group}
+        model.to(_training_device(cfg))
         chans = [c for c in cfg.model.task_groups[group]]
         for rec in records:
             todo = [c for c in chans if c not in rec.labels]
@@ -283,7 +314,8 @@ def run_training(cfg: TrainConfig, *, wrap_model=None, is_main=True, report=None
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     res = cfg.model.resolution
-    records = load_records(cfg.cache_dir, cfg.datasets, "train", res, root=cfg.data_root, limit=cfg.limit_images)
+    records = load_records(cfg.cache_dir, cfg.datasets, "train", res, root=cfg.data_root, limit=cfg.limit_images,
+                           bundle_dir=cfg.bundle_dir)
     log(f"loaded {len(records)} training records at {res}px: {records_summary(records)}")
     last = None
     state = None

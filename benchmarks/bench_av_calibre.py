@@ -1,0 +1,86 @@
+"""Does the model's artery/vein map give the calibre biomarkers the expert map gives? (HRF-AV test split)
+
+  python benchmarks/bench_av_calibre.py [--segmenter learned] [--json OUT] [--card retsam_core/weights/retsam-small.json]
+
+With --card, the summary is written to the card's `metrics.av_calibre`: the default segmenter
+(`retsam_core/hybrid.py`) releases artery/vein only where this check passes.
+
+Per test image: the pipeline's canvas (decode + preprocess at 1024 px), the segmenter's masks, and the expert A/V
+labels mapped onto the same canvas. Both sets of biomarkers use the segmenter's optic disc and fovea (HRF-AV has no
+disc labels), so zone B is the same for both and only the vessel classification differs. Prints CRAE, CRVE and
+Knudtson AVR from each, their median absolute difference and the correlation over the images where both exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+KEYS = ("crae_knudtson_um_zone_b", "crve_knudtson_um_zone_b", "avr_knudtson_zone_b")
+
+
+def run(segmenter: str = "learned", data_root: str | None = None, canvas: int = 1024) -> dict:
+    from retsam_core.biomarkers import compute_biomarkers
+    from retsam_core.biomarkers.scale import estimate_scale
+    from retsam_core.datasets.cache import load_canvas
+    from retsam_core.datasets.readers import get_reader, label_to_canvas
+    from retsam_core.segmenter import load_segmenter
+
+    seg = load_segmenter(segmenter)
+    reader = get_reader("hrf_av", data_root)
+    rows = []
+    for id_ in reader.ids("test"):
+        sample = reader.load("test", id_)
+        pre = load_canvas(sample.image_path, canvas)
+        pred = seg.segment(pre.image[None], pre.fov[None])[0]
+        expert = {t: label_to_canvas(sample.masks[t], pre.geometry) >= 0.5 for t in ("vessel", "artery", "vein")}
+        expert |= {t: pred[t] for t in ("optic_disc", "fovea") if t in pred}
+        row = {"id": id_}
+        for name, masks in (("model", pred), ("expert", expert)):
+            scale = estimate_scale(pre.fov, masks, field_angle_deg=45.0)  # HRF: Canon CR-1, 45 degrees
+            res = compute_biomarkers(masks, pre.fov, scale, image=pre.image, provided=list(masks))
+            row |= {f"{name}_{k}": res.values.get(k) for k in KEYS}
+        rows.append(row)
+    summary = {"segmenter": seg.info.name, "weights": seg.info.weights_hash[:12], "images": len(rows)}
+    for k in KEYS:
+        pairs = [(r[f"model_{k}"], r[f"expert_{k}"]) for r in rows if r[f"model_{k}"] is not None and r[f"expert_{k}"] is not None]
+        if len(pairs) >= 3:
+            m, e = np.array(pairs, float).T
+            summary[k] = {"both": len(pairs), "median_abs_diff": round(float(np.median(np.abs(m - e))), 3),
+                          "pearson_r": round(float(np.corrcoef(m, e)[0, 1]), 3),
+                          "model_median": round(float(np.median(m)), 3), "expert_median": round(float(np.median(e)), 3)}
+    ok = [r for r in rows if r["model_crae_knudtson_um_zone_b"] and r["model_crve_knudtson_um_zone_b"]]
+    summary["model_crae_below_crve"] = f"{sum(r['model_crae_knudtson_um_zone_b'] < r['model_crve_knudtson_um_zone_b'] for r in ok)} of {len(ok)}"
+    return {"summary": summary, "rows": rows}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--segmenter", default="learned")
+    ap.add_argument("--card", help="record the summary in this model card (metrics.av_calibre)")
+    ap.add_argument("--data-root")
+    ap.add_argument("--json")
+    a = ap.parse_args(argv)
+    out = run(a.segmenter, a.data_root)
+    for r in out["rows"]:
+        print(r["id"], " ".join(f"{k.split('_')[0]}={r['model_' + k]!s:.6}/{r['expert_' + k]!s:.6}" for k in KEYS))
+    print(json.dumps(out["summary"], indent=1))
+    if a.json:
+        Path(a.json).write_text(json.dumps(out, indent=1, default=str))
+    if a.card:
+        card = json.loads(Path(a.card).read_text())
+        if not card.get("sha256", "").startswith(out["summary"]["weights"]):
+            raise SystemExit(f"{a.card} describes other weights than the segmenter that was measured")
+        card.setdefault("metrics", {})["av_calibre"] = out["summary"]
+        Path(a.card).write_text(json.dumps(card, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Training data paths: the portable bundle, threaded patch cutting, uint8 batches and the LUT colour jitter."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from retsam_core.datasets.bundle import write_bundle
+from retsam_core.datasets.cache import build_one, cache_path
+from retsam_core.datasets.readers import get_reader
+from retsam_core.model.network import SEG_CHANNELS
+from retsam_core.training.data import (
+    AugConfig,
+    PatchSampler,
+    batch_stream,
+    batch_to_float,
+    load_records,
+)
+
+
+@pytest.fixture(scope="module")
+def small_cache(shared_data, tmp_path_factory):
+    """A canvas cache at 256 px holding one CHASE_DB1 and one IDRiD training image, built from the real files."""
+    cache = tmp_path_factory.mktemp("cache")
+    for name in ("chase_db1", "idrid"):
+        r = get_reader(name, shared_data)
+        id_ = r.ids("train")[0]
+        build_one(r, "train", id_, 256, cache_path(cache, 256, r.name, "train", id_))
+    return cache
+
+
+def test_bundle_matches_the_cache(small_cache, shared_data, tmp_path):
+    index = write_bundle(small_cache, tmp_path / "bundle", ["chase_db1", "idrid"], ("train",), size=256)
+    assert [r["dataset"] for r in index["records"]] == ["chase_db1", "idrid"]
+    assert json.loads((tmp_path / "bundle" / "index.json").read_text()) == index
+    ids = {r["id"] for r in index["records"]}
+    from_cache = load_records(small_cache, ["chase_db1", "idrid"], "train", 256, root=shared_data, cache_size=256, ids=ids)
+    from_bundle = load_records(None, ["chase_db1", "idrid"], "train", 256, bundle_dir=tmp_path / "bundle")
+    assert [(r.dataset, r.id) for r in from_bundle] == [(r.dataset, r.id) for r in from_cache]
+    for a, b in zip(from_cache, from_bundle):
+        assert set(a.labels) == set(b.labels) and set(a.ignore) == set(b.ignore)
+        for ch in a.labels:  # labels are lossless
+            assert np.array_equal(a.labels[ch], b.labels[ch]), ch
+        assert np.array_equal(a.fov, b.fov)
+        diff = np.abs(a.image.astype(int) - b.image.astype(int))[a.fov]
+        assert diff.mean() < 2.0, diff.mean()  # JPEG q92: about one grey level on average
+    assert "hard_exudate" in from_bundle[1].labels and "vessel" in from_bundle[0].labels
+
+
+def test_threaded_batches_are_uint8_and_independent(small_cache, shared_data):
+    recs = load_records(small_cache, ["chase_db1", "idrid"], "train", 256, root=shared_data, cache_size=256)
+    sampler = PatchSampler(recs, SEG_CHANNELS, patch=64, batch=3, seed=1)
+    stream = batch_stream(sampler, workers=2)
+    batches = [next(stream) for _ in range(4)]
+    stream.close()
+    for x, y, w, ann, ds in batches:
+        assert x.dtype == y.dtype == w.dtype == torch.uint8
+        assert x.shape == (3, 3, 64, 64) and y.shape == w.shape == (3, len(SEG_CHANNELS), 64, 64)
+        for i, d in enumerate(ds):  # weights are 255 exactly where the sample's dataset annotates a channel
+            annotated = {SEG_CHANNELS[c] for c in np.flatnonzero(ann[i].numpy())}
+            assert annotated == {"vessel"} if d == "chase_db1" else "hard_exudate" in annotated
+            assert w[i, ~ann[i]].max() == 0
+    # each thread has its own random stream: no two batches repeat
+    assert len({b[0].numpy().tobytes() for b in batches}) == 4
+    xf, yf, wf = batch_to_float(*batches[0][:3])
+    assert xf.dtype == torch.float32 and float(yf.max()) <= 1.0 and float(wf.max()) == 1.0
+
+
+def test_lut_colour_jitter_equals_float_arithmetic(small_cache, shared_data):
+    """The per-channel tables give what the float formula gives (gain, contrast about the FOV mean, brightness,
+    gamma), to within one grey level."""
+    rec = load_records(small_cache, ["chase_db1"], "train", 256, root=shared_data, cache_size=256)[0]
+    sampler = PatchSampler([rec], SEG_CHANNELS, patch=64, batch=1, aug=AugConfig(), seed=5)
+    draws = np.random.default_rng(11)
+    sampler.rng = np.random.default_rng(11)
+    luts = sampler._colour_luts(rec.image, rec.fov)
+    a = sampler.aug
+    gain = 1 + draws.uniform(-a.gain, a.gain, 3)
+    img = rec.image.astype(np.float64) / 255 * gain
+    m = img[rec.fov].mean(0)
+    img = (img - m) * (1 + draws.uniform(-a.contrast, a.contrast)) + m + draws.uniform(-a.brightness, a.brightness)
+    want = np.clip(img, 0, 1) ** draws.uniform(*a.gamma) * 255
+    got = np.stack([luts[c][rec.image[..., c]] for c in range(3)], -1).astype(float)
+    assert np.abs(got - want)[rec.fov].max() <= 1.0
