@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -155,7 +154,8 @@ def main() -> None:
     import ray
 
     from pipeline.config import PipelineConfig
-    from pipeline.runner import ensure_ray, run_cohort
+    from pipeline.resources import ensure_ray
+    from pipeline.runner import run_cohort
 
     cfg = PipelineConfig(canvas_size=args.canvas_size, segmenter=args.segmenter)
     # The machine may be shared: the plain loop runs on half the images just BEFORE and half just AFTER the

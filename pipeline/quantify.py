@@ -158,7 +158,8 @@ def _quantify_cohort(listing, output: str, cfg: PipelineConfig, run_id: str, *, 
     from ray.data import ActorPoolStrategy
 
     from pipeline.output import Output
-    from pipeline.runner import consume_and_commit, ensure_ray, new_run_id, plan_resources, select_todo
+    from pipeline.resources import ensure_ray, plan_resources
+    from pipeline.runner import consume_and_commit, select_todo
     from pipeline.storage import resolve_storage_options
 
     t0 = time.time()

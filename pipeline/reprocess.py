@@ -8,7 +8,6 @@ segments on quant_id; the next run deletes the leftovers).
 
 from __future__ import annotations
 
-import math
 import time
 from datetime import datetime, timezone
 from typing import Callable
@@ -21,7 +20,8 @@ from pipeline import PIPELINE_VERSION
 from pipeline import schema as S
 from pipeline.config import PipelineConfig
 from pipeline.output import Output
-from pipeline.runner import ensure_ray, library_versions, new_run_id, plan_resources, posixpath_join
+from pipeline.resources import ensure_ray, plan_resources
+from pipeline.runner import library_versions, new_run_id, posixpath_join
 from pipeline.storage import resolve_storage_options
 
 # columns recomputed by a reprocess (everything else in the images row is kept as it was)

@@ -81,8 +81,8 @@ def choose_sources(card: dict, learned_targets: tuple[str, ...], classical_targe
                 choice[t] = TargetChoice("learned", f"test DSC {dsc:.3f}")
         elif in_c:
             choice[t] = TargetChoice("classical", "only the classical segmenter provides it")
-    _artery_vein_need_calibre_agreement(choice, metrics.get("av_calibre"))
     _release_artery_vein_together(choice)
+    _artery_vein_need_calibre_agreement(choice, metrics.get("av_calibre"))
     _cup_follows_disc(choice)
     return choice
 
@@ -141,6 +141,8 @@ class HybridSegmenter:
         provides = tuple(t for t in TARGETS if self.choices.get(t, TargetChoice("withheld", "")).source != "withheld")
         self._from_learned = {t for t in provides if self.choices[t].source == "learned"}
         self._from_classical = {t for t in provides if self.choices[t].source == "classical"}
+        if hasattr(learned, "restrict_to"):  # skip decoders and post-processing for targets taken elsewhere
+            learned.restrict_to(self._from_learned)
         li = learned.info
         self.info = SegmenterInfo(
             name=f"{li.name}+classical",

@@ -77,6 +77,12 @@ def test_default_segmenter_emits_exactly_what_it_provides():
     if "optic_cup" in masks:
         assert not (masks["optic_cup"] & ~masks["optic_disc"]).any()
     assert 0.03 < masks["vessel"][p.fov].mean() < 0.25
+    # the learned half computes only what the hybrid takes from it: withheld heads cost no decoder
+    learned = seg.learned
+    assert learned.emit == {t for t, c in seg.choices.items() if c.source == "learned"}
+    for group, channels in learned.model.cfg.task_groups.items():
+        needed = learned.emit | ({"vessel"} if learned.emit & {"artery", "vein"} else set())
+        assert (group in learned.model.skip_groups) == (not set(channels) & needed), group
 
 
 def test_lesion_heads_that_fire_on_healthy_eyes_are_withheld():

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import torch
 
+from retsam_core.model.av_voting import segment_votes
 from retsam_core.model.network import ModelConfig, RetSAMNet
 from retsam_core.segmenter import SegmenterInfo
 from retsam_core.targets import TARGETS
@@ -125,8 +126,15 @@ class LearnedSegmenter:
             name=card.get("name", DEFAULT_NAME), version=str(card.get("version", "0")), weights_hash=card.get("sha256", ""),
             resolution=model.cfg.resolution, provides=tuple(provides), untrained=tuple(flagged),
         )
-        # do not spend compute on decoders whose channels are all untrained
-        model.skip_groups = {g for g, ch in model.cfg.task_groups.items() if not (set(ch) & set(provides))}
+        self.emit: set[str] = set(provides)
+        self.restrict_to(provides)  # no compute for decoders whose channels are all untrained
+
+    def restrict_to(self, targets) -> None:
+        """Emit only `targets` (a combined segmenter that takes the rest elsewhere), and do not spend compute on
+        decoders none of them needs, nor on A/V separation when neither is wanted."""
+        self.emit = set(targets) & set(self.info.provides)
+        needed = self.emit | ({"vessel"} if self.emit & {"artery", "vein"} else set())
+        self.model.skip_groups = {g for g, ch in self.model.cfg.task_groups.items() if not (set(ch) & needed)}
 
     @classmethod
     def from_uri(cls, uri: str, device: str | None = None, storage_options: dict | None = None) -> "LearnedSegmenter":
@@ -164,17 +172,15 @@ class LearnedSegmenter:
 
     @staticmethod
     def _separate_artery_vein(masks: dict[str, np.ndarray], probs: np.ndarray, ch: list[str], size: int) -> None:
-        """A vessel pixel is an artery or a vein, not both: the multi-label heads can both exceed 0.5 where the
-        model is unsure, so each pixel of their union goes to the more probable class."""
+        """A vessel pixel is an artery or a vein, not both, and a vessel keeps its class between junctions: the
+        union of the two thresholded maps is split per centreline segment (`av_voting.segment_votes`)."""
         if "artery" not in masks or "vein" not in masks:
             return
         pa, pv = probs[ch.index("artery")], probs[ch.index("vein")]
         if pa.shape[-1] != size:
             pa = cv2.resize(pa.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
             pv = cv2.resize(pv.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
-        union = masks["artery"] | masks["vein"]
-        masks["artery"] = union & (pa > pv)
-        masks["vein"] = union & (pa <= pv)
+        masks["artery"], masks["vein"] = segment_votes(masks["artery"] | masks["vein"], pa, pv)
 
     def segment(self, images: np.ndarray, fovs: np.ndarray) -> list[dict[str, np.ndarray]]:
         images = np.asarray(images)
@@ -189,7 +195,7 @@ class LearnedSegmenter:
         for i in range(images.shape[0]):
             masks = {}
             for t in self.info.provides:
-                if t == "fovea":
+                if t not in self.emit or t == "fovea":
                     continue
                 p = probs[i, ch.index(t)]
                 if R != S:
@@ -197,7 +203,7 @@ class LearnedSegmenter:
                 masks[t] = (p >= self.thresholds[t]) & fovs[i]
             self._separate_artery_vein(masks, probs[i], ch, S)
             self._postprocess(masks)
-            if "fovea" in self.info.provides and self._last_fovea is not None:
+            if "fovea" in self.emit and self._last_fovea is not None:
                 fx, fy = (self._last_fovea[i].cpu().numpy() * S).tolist()
                 yy, xx = np.ogrid[:S, :S]
                 masks["fovea"] = ((xx - fx) ** 2 + (yy - fy) ** 2 <= (FOVEA_RADIUS_FRAC * S) ** 2) & fovs[i]
