@@ -52,6 +52,8 @@ def _probs_for(seg, target, size):
 def evaluate_items(seg, items, targets, out_dir=None, title="", log=print, with_cldice=True) -> dict:
     """`items`: iterable of (id, image (S,S,3), fov (S,S), {target: gt bool}, {target: ignore bool})."""
     per_image, accs, t_total, n = [], {}, 0.0, 0
+    if hasattr(seg, "keep_probabilities"):
+        seg.keep_probabilities = True  # AUPR needs the soft maps, not only the masks
     provided = [t for t in targets if t in seg.info.provides]
     for id_, image, fov, gts, ignores in items:
         t0 = time.perf_counter()

@@ -119,6 +119,7 @@ class LearnedSegmenter:
         if model.fovea is not None and "fovea" not in untrained:
             provides.append("fovea")
         flagged = [t for t in TARGETS if t not in provides]
+        self.keep_probabilities = False  # evaluation turns it on to score AUPR from `last_probabilities`
         self.last_probabilities = None
         self._last_fovea = None
         self.thresholds = {c: float(card.get("thresholds", {}).get(c, threshold)) for c in channels}
@@ -142,11 +143,8 @@ class LearnedSegmenter:
         return cls(model, card, device)
 
     @torch.no_grad()
-    def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """(N, S, S, 3) uint8 canvases -> (N, C, R, R) float16 probabilities at the model resolution R.
-
-        On a GPU the network runs under bf16 autocast and only float16 probabilities cross back to the host
-        (half the bytes of float32; 0.5 and the other thresholds are exact in float16)."""
+    def _forward(self, images: np.ndarray) -> torch.Tensor:
+        """(N, S, S, 3) uint8 canvases -> (N, C, R, R) float32 probabilities on the device (bf16 autocast on a GPU)."""
         R = self.model.cfg.resolution
         S = images.shape[1]
         small = np.stack([img if S == R else cv2.resize(img, (R, R), interpolation=cv2.INTER_AREA if S > R else cv2.INTER_LINEAR)
@@ -155,9 +153,14 @@ class LearnedSegmenter:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16):
             out = self.model(self.model.normalise(x))
         self._last_fovea = out.get("fovea")
-        probs = torch.sigmoid(out["seg"].float()).half().cpu().numpy()
-        self.last_probabilities = probs  # (N, C, R, R) of the latest call, for AUPR in evaluation
+        probs = torch.sigmoid(out["seg"].float())
+        # (N, C, R, R) float16 of the latest call, for AUPR in evaluation; off by default (bytes across the bus)
+        self.last_probabilities = probs.half().cpu().numpy() if self.keep_probabilities else None
         return probs
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) uint8 canvases -> (N, C, R, R) float16 probabilities at the model resolution R."""
+        return self._forward(images).half().cpu().numpy()
 
     def _postprocess(self, masks: dict[str, np.ndarray]) -> None:
         """Anatomical priors from the card: one optic disc (largest component), cup inside the disc."""
@@ -171,16 +174,25 @@ class LearnedSegmenter:
             masks["optic_cup"] = masks["optic_cup"] & masks["optic_disc"]
 
     @staticmethod
-    def _separate_artery_vein(masks: dict[str, np.ndarray], probs: np.ndarray, ch: list[str], size: int) -> None:
+    def _separate_artery_vein(masks: dict[str, np.ndarray], pa: np.ndarray, pv: np.ndarray) -> None:
         """A vessel pixel is an artery or a vein, not both, and a vessel keeps its class between junctions: the
         union of the two thresholded maps is split per centreline segment (`av_voting.segment_votes`)."""
-        if "artery" not in masks or "vein" not in masks:
-            return
-        pa, pv = probs[ch.index("artery")], probs[ch.index("vein")]
-        if pa.shape[-1] != size:
-            pa = cv2.resize(pa.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
-            pv = cv2.resize(pv.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
         masks["artery"], masks["vein"] = segment_votes(masks["artery"] | masks["vein"], pa, pv)
+
+    def _host_maps(self, probs: torch.Tensor, targets: list[str], size: int, binary: bool) -> np.ndarray:
+        """The `targets` channels at canvas `size` on the host: thresholded on the device when no resize is needed
+        (one byte per pixel crosses the bus, not a float), else as float32 resized here."""
+        ch = list(self.model.channels)
+        p = probs[:, [ch.index(t) for t in targets]]
+        if binary and p.shape[-1] == size:
+            thr = torch.tensor([self.thresholds[t] for t in targets], device=p.device).view(1, -1, 1, 1)
+            return (p >= thr).cpu().numpy()
+        p = p.cpu().numpy()
+        if p.shape[-1] != size:
+            p = np.stack([[cv2.resize(c, (size, size), interpolation=cv2.INTER_LINEAR) for c in img] for img in p])
+        if binary:
+            return p >= np.array([self.thresholds[t] for t in targets], np.float32).reshape(1, -1, 1, 1)
+        return p
 
     def segment(self, images: np.ndarray, fovs: np.ndarray) -> list[dict[str, np.ndarray]]:
         images = np.asarray(images)
@@ -188,20 +200,16 @@ class LearnedSegmenter:
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"images must be (N, S, S, 3) uint8, got {images.shape}")
         S = images.shape[1]
-        probs = self.probabilities(images)
-        R = probs.shape[-1]
-        ch = list(self.model.channels)
+        probs = self._forward(images)
+        targets = [t for t in self.info.provides if t in self.emit and t != "fovea"]
+        hard = self._host_maps(probs, targets, S, binary=True) if targets else None
+        with_av = "artery" in targets and "vein" in targets
+        av = self._host_maps(probs, ["artery", "vein"], S, binary=False) if with_av else None
         results = []
         for i in range(images.shape[0]):
-            masks = {}
-            for t in self.info.provides:
-                if t not in self.emit or t == "fovea":
-                    continue
-                p = probs[i, ch.index(t)]
-                if R != S:
-                    p = cv2.resize(p.astype(np.float32), (S, S), interpolation=cv2.INTER_LINEAR)
-                masks[t] = (p >= self.thresholds[t]) & fovs[i]
-            self._separate_artery_vein(masks, probs[i], ch, S)
+            masks = {t: hard[i, k] & fovs[i] for k, t in enumerate(targets)}
+            if with_av:
+                self._separate_artery_vein(masks, av[i, 0], av[i, 1])
             self._postprocess(masks)
             if "fovea" in self.emit and self._last_fovea is not None:
                 fx, fy = (self._last_fovea[i].cpu().numpy() * S).tolist()
