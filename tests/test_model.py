@@ -136,3 +136,35 @@ def test_disc_cup_postprocess(tmp_path):
     masks = {"optic_disc": disc, "optic_cup": cup}
     seg._postprocess(masks)
     assert masks["optic_disc"].sum() == 100 and not masks["optic_cup"][:, 15:].any()
+
+
+def test_card_operating_point_drops_lesion_specks_and_sets_thresholds(tmp_path):
+    p = tmp_path / "w.safetensors"
+    card = _card() | {"thresholds": {"hard_exudate": 0.8},
+                      "postprocess": {"min_component_px": {"hard_exudate": 4}, "largest_component": []}}
+    save_weights(tiny_model(), p, card)
+    seg = load_segmenter(str(p))
+    assert seg.thresholds["hard_exudate"] == 0.8 and seg.thresholds["hemorrhage"] == 0.5
+    ex = np.zeros((32, 32), bool)
+    ex[2:5, 2:5] = True  # 9 px: kept
+    ex[20, 20] = ex[25:27, 10] = True  # 1 px and 2 px: dropped
+    he = ex.copy()  # no operating point for haemorrhage: untouched
+    masks = {"hard_exudate": ex, "hemorrhage": he}
+    seg._postprocess(masks)
+    assert masks["hard_exudate"].sum() == 9 and masks["hemorrhage"].sum() == 12
+
+
+def test_lesion_operating_point_applies_only_points_within_the_bar(tmp_path):
+    from retsam_core.evaluation.lesion_operating_point import record_in_card
+
+    cp = tmp_path / "w.json"
+    cp.write_text(json.dumps({"thresholds": {"hemorrhage": 0.6}, "postprocess": {"cup_inside_disc": True}}))
+    result = {"per_target": {
+        "microaneurysm": {"threshold": 0.7, "min_component_px": 4, "meets_bar": True},
+        "hemorrhage": {"threshold": 0.9, "min_component_px": 32, "meets_bar": False},
+    }}
+    record_in_card(cp, result)
+    card = json.loads(cp.read_text())
+    assert card["thresholds"] == {"microaneurysm": 0.7}  # the failing head is back to the plain threshold
+    assert card["postprocess"] == {"cup_inside_disc": True, "min_component_px": {"microaneurysm": 4}}
+    assert card["lesion_operating_point"]["per_target"]["hemorrhage"]["applied"] is False

@@ -63,7 +63,13 @@ def render(card: dict, summary: dict | None, notes: str = "", appendix: str = ""
     L += [f"- total: {tr.get('total_minutes')} min on {'; '.join(hw) if isinstance(hw, list) else hw}", ""]
     if notes:
         L += [notes.strip(), ""]
-    L += ["## Evaluation (test splits, 1024 px pipeline canvas, threshold 0.5)", ""]
+    thr, min_px = card.get("thresholds", {}), card.get("postprocess", {}).get("min_component_px", {})
+    if thr or min_px:
+        L += ["## Operating points (chosen on training images)", "", "| target | threshold | smallest kept component (px) |",
+              "|---|---|---|"]
+        L += [f"| {t} | {thr.get(t, 0.5)} | {min_px.get(t, 1)} |" for t in sorted(set(thr) | set(min_px))]
+        L += ["", "Every other channel: threshold 0.5, every component kept.", ""]
+    L += ["## Evaluation (test splits, 1024 px pipeline canvas, card operating points)", ""]
     if summary:
         L += [summary_markdown(summary), ""]
         L += ["DSC = mean over images. For lesions, 'DSC (lesion present)' is the IDRiD image-level mean over images whose "

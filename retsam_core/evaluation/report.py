@@ -88,7 +88,7 @@ def record_in_card(weights: str, summary: dict):
     card = json.loads(cp.read_text())
     if card.get("sha256") != summary["sha256"]:
         raise ValueError("summary was computed on different weights than the card describes")
-    card["metrics"] = {"protocol": "test splits (see datasets), 1024 px pipeline canvas, threshold 0.5, no tuning on test",
+    card["metrics"] = {"protocol": "test splits (see datasets), 1024 px pipeline canvas, the card's thresholds (0.5 unless set), no tuning on test",
                        "learned": summary["learned"], "classical_baseline": summary["classical"],
                        "classical_source_sha256": summary.get("classical_source_sha256"),
                        "seconds_per_image": summary["seconds_per_image"], "evaluated": summary["when"]}

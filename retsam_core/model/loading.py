@@ -83,6 +83,14 @@ def load_model(uri: str, storage_options: dict | None = None, verify_hash: bool 
     return model, card
 
 
+def drop_small_components(mask: np.ndarray, min_area: int) -> np.ndarray:
+    """`mask` without its 8-connected components smaller than `min_area` pixels."""
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    keep = np.zeros(n, bool)
+    keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_area
+    return keep[lab]
+
+
 def card_beats_classical(card: dict, margin: float = 0.0) -> bool:
     """True when the card's vessel DSC on a test split beats the classical segmenter's (same split)."""
     cmp = card.get("comparison", {}).get("vessel", {})
@@ -163,8 +171,12 @@ class LearnedSegmenter:
         return self._forward(images).half().cpu().numpy()
 
     def _postprocess(self, masks: dict[str, np.ndarray]) -> None:
-        """Anatomical priors from the card: one optic disc (largest component), cup inside the disc."""
+        """Priors from the card: smallest kept lesion component, one optic disc (largest component), cup inside
+        the disc."""
         pp = self.card.get("postprocess", {})
+        for t, area in pp.get("min_component_px", {}).items():  # lesion specks below the chosen operating point
+            if t in masks and area > 1:
+                masks[t] = drop_small_components(masks[t], int(area))
         for t in pp.get("largest_component", []):
             if t in masks and masks[t].any():
                 n, lab, stats, _ = cv2.connectedComponentsWithStats(masks[t].astype(np.uint8), connectivity=8)

@@ -89,7 +89,7 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--data-root", help="shared datasets folder (default $RETSAM_DATA or ../shared/data)")
     p.add_argument("--bundle-dir", help="train from a portable bundle (python -m retsam_core.datasets.bundle) "
                                         "instead of the cache and the shared datasets")
-    p.add_argument("--loader-workers", type=int, help="cut patches in this many processes (keeps a GPU fed)")
+    p.add_argument("--loader-workers", type=int, help="cut patches in this many threads (keeps a GPU fed)")
     p.add_argument("--datasets", nargs="+", help="chase_db1 hrf_av drishti_gs1 idrid")
     p.add_argument("--stages", nargs="+", help="subset of: experts pseudo multitask finetune")
     p.add_argument("--variant", choices=["small", "base"])

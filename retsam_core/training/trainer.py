@@ -65,7 +65,7 @@ class TrainConfig:
     log_every: int = 10
     device: str | None = None  # None: cuda when available, else cpu (Ray Train workers: the worker's device)
     threads: int = 1  # 1 beats 2 on a shared 2-core machine (OpenMP spin-waits under contention: measured 5x)
-    loader_workers: int = 0  # > 0: patches are sampled in this many DataLoader processes (keeps a GPU fed)
+    loader_workers: int = 0  # > 0: patches are cut by this many threads, batches ahead (keeps a GPU fed)
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     seed: int = 0
 
