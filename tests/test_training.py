@@ -145,3 +145,11 @@ def test_ray_train_two_workers(tmp_path, shared_data, ray_local):
     assert res.error is None
     done = json.loads((tmp_path / "run" / "multitask" / "done.json").read_text())
     assert done["world_size"] == 2 and done["steps"] == 2
+
+
+def test_stage_trains_from_device_cut_patches(tmp_path, chase_records):
+    cfg = tiny_cfg(tmp_path, res=128, device_sampler=True)
+    out = tmp_path / "dev"
+    state = train_stage(cfg, "multitask", StageConfig(steps=3, batch=2, patch=64), chase_records, out, log=lambda m: None)
+    assert json.loads((out / "done.json").read_text())["steps"] == 3
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())

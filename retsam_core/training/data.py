@@ -168,6 +168,17 @@ class PatchSampler:
         i = self.rng.integers(len(ys))
         return float(xs[i] * 8), float(ys[i] * 8)
 
+    def draw_affine(self, rec: Record) -> np.ndarray:
+        """A random patch geometry: (2, 3) map from canvas pixels to patch pixels (rotation, scale, flip)."""
+        a, P, rng = self.aug, self.patch, self.rng
+        cx, cy = self._centre(rec)
+        M = cv2.getRotationMatrix2D((cx, cy), rng.uniform(-a.rotate, a.rotate), rng.uniform(*a.scale))
+        M[:, 2] += (P / 2 - cx, P / 2 - cy)
+        if a.flip and rng.random() < 0.5:
+            M[0] = -M[0]
+            M[0, 2] += P
+        return M
+
     def _colour_luts(self, img: np.ndarray, fov: np.ndarray) -> np.ndarray:
         """Per-channel 256-entry tables for gain, contrast about the FOV mean, brightness and gamma: the same
         pointwise maps as float arithmetic, applied to uint8 in one `cv2.LUT` (10x faster per patch)."""
@@ -183,14 +194,7 @@ class PatchSampler:
         """One augmented patch: image (3, P, P) uint8 as the model sees it at inference (normalise after),
         labels (C, P, P) uint8 (0..255 soft), loss weights (C, P, P) uint8 (255 = 1.0) and annotated (C,)."""
         a, P, rng = self.aug, self.patch, self.rng
-        cx, cy = self._centre(rec)
-        ang = rng.uniform(-a.rotate, a.rotate)
-        s = rng.uniform(*a.scale)
-        M = cv2.getRotationMatrix2D((cx, cy), ang, s)  # source -> rotated/scaled around the centre
-        M[:, 2] += (P / 2 - cx, P / 2 - cy)
-        if a.flip and rng.random() < 0.5:
-            M[0] = -M[0]
-            M[0, 2] += P
+        M = self.draw_affine(rec)
         warp = lambda arr, interp: cv2.warpAffine(arr, M, (P, P), flags=interp, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         img = warp(rec.image, cv2.INTER_LINEAR)
         fov = warp(rec.fov.astype(np.uint8), cv2.INTER_NEAREST).astype(bool)

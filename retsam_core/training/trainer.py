@@ -67,6 +67,7 @@ class TrainConfig:
     threads: int = 1  # 1 beats 2 on a shared 2-core machine (OpenMP spin-waits under contention: measured 5x)
     loader_workers: int = 0  # > 0: patches are cut by this many threads, batches ahead (keeps a GPU fed)
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    device_sampler: bool = False  # cut patches on the training device (GPU) instead of CPU threads
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -165,7 +166,6 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
         model.load_state_dict(init_state)
     sampler = PatchSampler(records, model.channels, sc.patch, sc.batch, AugConfig(), seed=cfg.seed + 1000 * rank + int(time.time()) % 1000,
                            dataset_weights=cfg.dataset_weights, pseudo_weight=cfg.pseudo_weight, channel_filter=channel_filter)
-    batches = batch_stream(sampler, cfg.loader_workers)
     used = sampler.annotated_channels()
     model.skip_groups = {g for g, ch in cfg.model.task_groups.items() if not (set(ch) & used)}
     if frozen_encoder:
@@ -200,6 +200,12 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
         for k, v in st.items():
             if torch.is_tensor(v) and k != "step":
                 st[k] = v.to(dev)
+    if cfg.device_sampler:  # patches cut on the training device (grid_sample); the CPU only draws random numbers
+        from retsam_core.training.device_sampler import DevicePatchSampler
+
+        batches = iter(DevicePatchSampler(sampler, dev).next_batch, None)
+    else:
+        batches = batch_stream(sampler, cfg.loader_workers)
     use_amp = cfg.amp and dev.type == "cuda"
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
