@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.runner import run_cohort
 from pipeline.scan import scan
-from tests.pipeline_fixtures import EXPECTED_BAD, EXPECTED_WARN, copy_images, fast_config
+from tests.pipeline_fixtures import EXPECTED_BAD, EXPECTED_WARN, fast_config
 
 QUIET = dict(progress=False, log=lambda m: None)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 def build_config(a):
     from retsam_core.model.network import ModelConfig
-    from retsam_core.training.trainer import STAGE_ORDER, StageConfig, TrainConfig
+    from retsam_core.training.trainer import STAGE_ORDER, TrainConfig
 
     if a.config:
         cfg = TrainConfig.from_dict(json.loads(Path(a.config).read_text()))
