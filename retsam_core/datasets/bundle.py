@@ -44,12 +44,13 @@ def write_bundle(cache_dir, out_dir, datasets, splits=("train",), size: int = 10
     return index
 
 
-def read_bundle(bundle_dir, datasets, split: str, limit: int | None = None):
-    """Yield `(dataset, id, cached_dict)` in the canvas cache's own format (`image`, `fov`, `m_*`, `i_*`)."""
+def read_bundle(bundle_dir, datasets, split: str, limit: int | None = None, ids=None):
+    """Yield `(dataset, id, cached_dict)` in the canvas cache's own format (`image`, `fov`, `m_*`, `i_*`), for
+    `ids` only when given (then at most `limit` per dataset)."""
     root = Path(bundle_dir)
     index = json.loads((root / "index.json").read_text())
     for name in datasets:
-        recs = [r for r in index["records"] if r["dataset"] == name and r["split"] == split]
+        recs = [r for r in index["records"] if r["dataset"] == name and r["split"] == split and (ids is None or r["id"] in ids)]
         for r in recs[:limit] if limit else recs:
             with np.load(root / name / split / f"{r['id']}.npz") as z:
                 d = {k: z[k] for k in z.files}

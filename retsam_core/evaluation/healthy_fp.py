@@ -22,9 +22,12 @@ from retsam_core.preprocess import preprocess
 from retsam_core.targets import LESION_TARGETS
 
 
-def healthy_test_images(data_root: Path) -> list[Path]:
-    hrf = [p for p in sorted((data_root / "HRF-AV" / "images").iterdir()) if p.stem.endswith("_h") and int(p.stem[:2]) <= 5]
-    chase = sorted((data_root / "CHASE_DB1" / "images" / "test").glob("*.jpg"))
+def healthy_images(data_root: Path, split: str = "test") -> list[Path]:
+    """Eyes without retinopathy in `split`: HRF-AV `_h` images (test 01-05, train 06-15, as the HRF-AV reader
+    splits) and CHASE_DB1 images (children)."""
+    hrf = [p for p in sorted((data_root / "HRF-AV" / "images").iterdir())
+           if p.stem.endswith("_h") and (int(p.stem[:2]) <= 5) == (split == "test")]
+    chase = sorted((data_root / "CHASE_DB1" / "images" / split).glob("*.jpg"))
     return hrf + chase
 
 
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     card_path = Path(a.card)
     seg = LearnedSegmenter.from_uri(str(card_path.with_suffix(".safetensors")))
-    images = healthy_test_images(Path(a.data_root))
+    images = healthy_images(Path(a.data_root), "test")
     result = count_false_lesions(seg, images)
     card = json.loads(card_path.read_text())
     card.setdefault("metrics", {})["healthy_false_positives"] = {

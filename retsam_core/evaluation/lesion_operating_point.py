@@ -22,17 +22,12 @@ import numpy as np
 
 from retsam_core.datasets.cache import load_canvas
 from retsam_core.datasets.readers import data_root, get_reader, label_to_canvas
+from retsam_core.evaluation.healthy_fp import healthy_images
 from retsam_core.model.loading import LearnedSegmenter, drop_small_components
 from retsam_core.targets import LESION_TARGETS
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 MIN_AREAS = (1, 4, 8, 16, 32)
-
-
-def healthy_training_images(root: Path) -> list[Path]:
-    hrf = [p for p in sorted((root / "HRF-AV" / "images").iterdir()) if p.stem.endswith("_h") and int(p.stem[:2]) > 5]
-    chase = sorted((root / "CHASE_DB1" / "images" / "train").glob("*.jpg"))
-    return hrf + chase
 
 
 def _count_components(mask: np.ndarray, min_area: int) -> int:
@@ -51,7 +46,7 @@ def choose(seg, root: Path, max_false: float = 1.0, canvas: int = 1024, log=prin
     targets = [t for t in LESION_TARGETS if t in seg.info.provides]
     grid = list(itertools.product(THRESHOLDS, MIN_AREAS))
     false = {t: np.zeros(len(grid)) for t in targets}
-    healthy = healthy_training_images(root)
+    healthy = healthy_images(root, "train")
     for path in healthy:
         _, maps = _soft_maps(seg, path, targets, canvas)
         for t in targets:

@@ -79,14 +79,13 @@ def load_records(cache_dir, datasets, split, res, root=None, limit=None, cache_s
     if bundle_dir is not None:
         from retsam_core.datasets.bundle import read_bundle
 
-        found = read_bundle(bundle_dir, datasets, split, limit)
+        found = read_bundle(bundle_dir, datasets, split, limit, ids)
     else:
         found = _cached_dicts(cache_dir, datasets, split, root, limit, cache_size, ids)
     out = []
     for name, id_, d in found:
-        if ids is None or id_ in ids:
-            img, fov, labels, ignore = resize_cached(d, res)
-            out.append(Record(name, id_, img, fov, labels, ignore))
+        img, fov, labels, ignore = resize_cached(d, res)
+        out.append(Record(name, id_, img, fov, labels, ignore))
     return out
 
 
@@ -148,11 +147,18 @@ class PatchSampler:
         self.pseudo_weight = pseudo_weight
         self.channel_filter = set(channel_filter) if channel_filter else None
 
+    def trains(self, ch: str) -> bool:
+        """Whether this sampler feeds channel `ch` to the loss (a model channel, inside the channel filter)."""
+        return ch in self.ci and (self.channel_filter is None or ch in self.channel_filter)
+
+    def trained_labels(self, rec: Record):
+        """(channel index, soft label, loss weight 0..255, ignore mask or None) for each channel `rec` trains."""
+        for ch, lab in rec.labels.items():
+            if self.trains(ch):
+                yield self.ci[ch], lab, round(255 * self.pseudo_weight) if ch in rec.pseudo else 255, rec.ignore.get(ch)
+
     def annotated_channels(self) -> set[str]:
-        out = set()
-        for r in self.records:
-            out |= {c for c in r.labels if c in self.ci and (self.channel_filter is None or c in self.channel_filter)}
-        return out
+        return {c for r in self.records for c in r.labels if self.trains(c)}
 
     def _centre(self, rec: Record):
         a, res = self.aug, rec.image.shape[0]
@@ -207,15 +213,12 @@ class PatchSampler:
         y = np.zeros((C, P, P), np.uint8)
         w = np.zeros((C, P, P), np.uint8)
         ann = np.zeros(C, bool)
-        for ch, lab in rec.labels.items():
-            if ch not in self.ci or (self.channel_filter is not None and ch not in self.channel_filter):
-                continue
-            i = self.ci[ch]
+        for i, lab, weight, ignore in self.trained_labels(rec):
             ann[i] = True
             y[i] = warp(lab, cv2.INTER_LINEAR)
-            w[i] = round(255 * self.pseudo_weight) if ch in rec.pseudo else 255
-            if ch in rec.ignore:
-                w[i][warp(rec.ignore[ch].astype(np.uint8), cv2.INTER_NEAREST).astype(bool)] = 0
+            w[i] = weight
+            if ignore is not None:
+                w[i][warp(ignore.astype(np.uint8), cv2.INTER_NEAREST).astype(bool)] = 0
         return img.transpose(2, 0, 1), y, w, ann
 
     def next_batch(self):

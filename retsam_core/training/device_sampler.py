@@ -41,15 +41,12 @@ class DevicePatchSampler:
         for i, rec in enumerate(sampler.records):
             image[i] = torch.from_numpy(rec.image).permute(2, 0, 1)
             fov[i, 0] = torch.from_numpy(rec.fov.astype(np.uint8))
-            for ch, lab in rec.labels.items():
-                if ch not in sampler.ci or (sampler.channel_filter is not None and ch not in sampler.channel_filter):
-                    continue
-                c = sampler.ci[ch]
+            for c, lab, weight, ignore in sampler.trained_labels(rec):
                 self.ann[i, c] = True
                 labels[i, c] = torch.from_numpy(lab)
-                weights[i, c] = round(255 * sampler.pseudo_weight) if ch in rec.pseudo else 255
-                if ch in rec.ignore:
-                    weights[i, c][torch.from_numpy(rec.ignore[ch])] = 0
+                weights[i, c] = weight
+                if ignore is not None:
+                    weights[i, c][torch.from_numpy(ignore)] = 0
         self.image, self.fov = image.to(self.device), fov.to(self.device)
         self.labels, self.weights = labels.to(self.device), weights.to(self.device)
         self.res = res
