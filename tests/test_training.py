@@ -153,3 +153,49 @@ def test_stage_trains_from_device_cut_patches(tmp_path, chase_records):
     state = train_stage(cfg, "multitask", StageConfig(steps=3, batch=2, patch=64), chase_records, out, log=lambda m: None)
     assert json.loads((out / "done.json").read_text())["steps"] == 3
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_finetune_one_decoder_from_released_weights(tmp_path, shared_data):
+    """Stage 3 alone on released weights: only the chosen decoder moves, and the card keeps the history of the rest."""
+    from retsam_core.model.loading import save_weights
+    from retsam_core.training.export import export_weights
+
+    torch.manual_seed(1)
+    released = RetSAMNet(ModelConfig(resolution=96, **TINY))
+    init_card = save_weights(released, tmp_path / "released.safetensors", {
+        "name": "released", "trained_on": {"vessel": ["chase_db1"], "optic_disc": ["drishti_gs1"], "microaneurysm": ["idrid"]},
+        "thresholds": {"microaneurysm": 0.7, "vessel": 0.45}, "lesion_operating_point": {"per_target": {"microaneurysm": {}}},
+        "postprocess": {"min_component_px": {"microaneurysm": 4}},
+        "training": {"stages": {"multitask": {"minutes": 5.0}}, "total_minutes": 5.0, "hardware": ["1 x GPU"]}})
+    # the run's own model config differs on purpose: the released card's architecture must win
+    cfg = tiny_cfg(tmp_path, data_root=str(shared_data), datasets=("chase_db1",), stages=("finetune",),
+                   model=ModelConfig(resolution=64), init_weights=str(tmp_path / "released.safetensors"),
+                   train_groups=("vessels",))
+    last = run_training(cfg)
+    tuned = torch.load(last, weights_only=False)["model"]
+    before = released.state_dict()
+    moved = [k for k in before if not torch.equal(before[k], tuned[k])]
+    assert moved and all(k.startswith("decoders.vessels.") for k in moved)
+    assert any(k.startswith("decoders.vessels.") and k.endswith("weight") for k in moved)
+
+    card = export_weights(tmp_path / "run", tmp_path / "tuned.safetensors")
+    assert card["architecture"]["resolution"] == 96
+    assert card["trained_on"]["optic_disc"] == ["drishti_gs1"] and card["trained_on"]["vessel"] == ["chase_db1"]
+    assert card["thresholds"] == {"microaneurysm": 0.7}  # the vessel threshold belonged to the old vessel decoder
+    assert card["postprocess"]["min_component_px"] == {"microaneurysm": 4} and "lesion_operating_point" in card
+    origin = card["training"]["initialised_from"]
+    assert origin["sha256"] == init_card["sha256"] and origin["trained_groups"] == ["vessels"]
+    assert card["training"]["total_minutes"] >= 5.0 and "1 x GPU" in card["training"]["hardware"]
+    with pytest.raises(ValueError, match="unknown task group"):
+        run_training(tiny_cfg(tmp_path / "bad", data_root=str(shared_data), datasets=("chase_db1",), stages=("finetune",),
+                              init_weights=str(tmp_path / "released.safetensors"), train_groups=("vessel",)))
+
+
+def test_operating_point_knows_when_healthy_eyes_were_trained_on():
+    from retsam_core.evaluation.lesion_operating_point import healthy_eyes_in_training
+
+    plain = {"config": {"healthy_negatives": False}, "stages": {}}
+    assert not healthy_eyes_in_training(plain)
+    assert healthy_eyes_in_training({"config": {"healthy_negatives": True}})
+    assert healthy_eyes_in_training({"config": {}, "initialised_from": {"config": {"healthy_negatives": True}}})
+    assert not healthy_eyes_in_training({"config": {}, "initialised_from": plain})

@@ -108,3 +108,23 @@ def test_device_sampler_cuts_the_patch_the_cpu_sampler_cuts(small_cache, shared_
     s = DevicePatchSampler(PatchSampler(recs, SEG_CHANNELS, patch=64, batch=4, aug=AugConfig(blur_p=1.0), seed=0), "cpu")
     x, y, w, ann, ds = s.next_batch()
     assert x.shape == (4, 3, 64, 64) and y.shape == w.shape == (4, len(SEG_CHANNELS), 64, 64) and len(ds) == 4
+
+
+def test_healthy_eyes_train_lesions_as_background():
+    from retsam_core.training.data import Record, add_healthy_negatives
+
+    def rec(ds, id_, labels):
+        return Record(ds, id_, np.zeros((32, 32, 3), np.uint8), np.ones((32, 32), bool), labels)
+
+    vessel = np.full((32, 32), 200, np.uint8)
+    healthy, diabetic, child = rec("hrf_av", "06_h", {"vessel": vessel}), rec("hrf_av", "06_dr", {}), rec("chase_db1", "Image_01L", {})
+    lesion = np.full((32, 32), 255, np.uint8)
+    idrid = rec("idrid", "IDRiD_01", {"hemorrhage": lesion})
+    n = add_healthy_negatives([healthy, diabetic, child, idrid], ["hemorrhage", "hard_exudate"])
+    assert n == 4 and set(healthy.labels) == {"vessel", "hemorrhage", "hard_exudate"}
+    assert not healthy.labels["hemorrhage"].any() and healthy.labels["vessel"] is vessel
+    assert diabetic.labels == {} and set(child.labels) == {"hemorrhage", "hard_exudate"}
+    assert idrid.labels["hemorrhage"] is lesion and "hard_exudate" not in idrid.labels  # IDRiD's own labels rule
+    # the sampler trains them at full weight (curated, not pseudo)
+    sampler = PatchSampler([healthy], ("vessel", "hemorrhage", "hard_exudate"), patch=16, batch=1)
+    assert [w for _, _, w, _ in sampler.trained_labels(healthy)] == [255, 255, 255]

@@ -78,6 +78,11 @@ class Reader:
     def ids(self, split: str) -> list[str]:
         raise NotImplementedError
 
+    @staticmethod
+    def healthy(id_: str) -> bool:
+        """Whether the dataset says this eye has no retinopathy (its lesions are then known to be absent)."""
+        return False
+
     def load(self, split: str, id_: str) -> Sample:
         raise NotImplementedError
 
@@ -95,6 +100,10 @@ class ChaseDB1(Reader):
 
     def ids(self, split):
         return sorted(p.stem for p in (self.root / "images" / split).glob("*.jpg"))
+
+    @staticmethod
+    def healthy(id_):
+        return True  # schoolchildren of the Child Heart and Health Study: no retinopathy
 
     def load(self, split, id_):
         m = _bin(self.root / "masks" / "vessel_1stHO" / split / f"{id_}_1stHO.png")
@@ -119,6 +128,10 @@ class HrfAV(Reader):
             if (split == "test") == (num <= 5):
                 out.append(p.stem)
         return out
+
+    @staticmethod
+    def healthy(id_):
+        return id_.endswith("_h")  # HRF groups: _h healthy, _g glaucoma, _dr diabetic retinopathy
 
     def load(self, split, id_):
         img = next(p for p in (self.root / "images").iterdir() if p.stem == id_)

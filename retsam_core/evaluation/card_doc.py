@@ -25,9 +25,24 @@ SPLITS = {
 }
 
 
+def training_lines(tr: dict) -> list[str]:
+    """One line per stage, oldest first: the stages of the weights a run started from (`initialised_from`,
+    nested when those were themselves a fine-tune), then the run's own."""
+    origin = tr.get("initialised_from")
+    L = training_lines(origin) if origin else []
+    if origin:
+        groups = ", ".join(tr["initialised_from"].get("trained_groups") or []) or "all decoders"
+        L.append(f"- then, from those weights (sha256 `{str(origin.get('sha256'))[:12]}`), trained: {groups}")
+    for s, info in tr.get("stages", {}).items():
+        L.append(f"- **{s}**: {info.get('steps')} steps in {info.get('minutes')} min on {info.get('hardware', '?')}, batch "
+                 f"{info.get('batch')} × {info.get('patch')} px patches, lr {info.get('lr')}, frozen encoder: "
+                 f"{info.get('frozen_encoder')}, loss {info.get('first_loss')} → {info.get('final_loss')} (running mean of "
+                 f"the logged window), channels: {', '.join(info.get('channels', []))}")
+    return L
+
+
 def render(card: dict, summary: dict | None, notes: str = "", appendix: str = "") -> str:
     tr = card.get("training", {})
-    stages = tr.get("stages", {})
     L = []
     L += [f"# Model card: {card['name']} ({card.get('variant')}, {card.get('resolution')} px)", ""]
     L += [f"Weights: `retsam_core/weights/{card.get('weights_file')}` ({card.get('size_bytes', 0) / 1e6:.1f} MB, float32 safetensors), "
@@ -55,10 +70,7 @@ def render(card: dict, summary: dict | None, notes: str = "", appendix: str = ""
         L.append(f"| {n} | {SPLITS.get(n, '')} | {d.get('licence')} | {CITATIONS.get(n, '')} |")
     L += ["", "Test splits were used only for the numbers below: no threshold, checkpoint or hyper-parameter was chosen on them.", ""]
     L += ["## Training (what the shipped weights went through)", ""]
-    for s, info in stages.items():
-        L.append(f"- **{s}**: {info.get('steps')} steps in {info.get('minutes')} min, batch {info.get('batch')} × {info.get('patch')} px patches, "
-                 f"lr {info.get('lr')}, frozen encoder: {info.get('frozen_encoder')}, loss {info.get('first_loss')} → {info.get('final_loss')} "
-                 f"(running mean of the logged window), channels: {', '.join(info.get('channels', []))}")
+    L += training_lines(tr)
     hw = tr.get("hardware")
     L += [f"- total: {tr.get('total_minutes')} min on {'; '.join(hw) if isinstance(hw, list) else hw}", ""]
     if notes:

@@ -9,9 +9,10 @@ Writes OUT/metrics.json (per image + aggregate) and OUT/metrics.md.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+
+from retsam_core.subcommand import subcommand
 
 
 def handler(a) -> int:
@@ -51,14 +52,8 @@ def add_arguments(p):
     p.add_argument("--quiet", action="store_true")
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("evaluate", help="evaluate a segmenter (DSC, IoU, sens/spec, clDice, AUPR)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    p.set_defaults(func=handler)
+register, main = subcommand("evaluate", "evaluate a segmenter (DSC, IoU, sens/spec, clDice, AUPR)", __doc__, add_arguments, handler)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="retsam-evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(ap)
-    return handler(ap.parse_args(argv))
+if __name__ == "__main__":
+    raise SystemExit(main())

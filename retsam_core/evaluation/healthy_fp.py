@@ -17,18 +17,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from retsam_core.datasets.readers import get_reader
 from retsam_core.image_io import DecodeLimits, decode_image
 from retsam_core.preprocess import preprocess
 from retsam_core.targets import LESION_TARGETS
 
 
 def healthy_images(data_root: Path, split: str = "test") -> list[Path]:
-    """Eyes without retinopathy in `split`: HRF-AV `_h` images (test 01-05, train 06-15, as the HRF-AV reader
-    splits) and CHASE_DB1 images (children)."""
-    hrf = [p for p in sorted((data_root / "HRF-AV" / "images").iterdir())
-           if p.stem.endswith("_h") and (int(p.stem[:2]) <= 5) == (split == "test")]
-    chase = sorted((data_root / "CHASE_DB1" / "images" / split).glob("*.jpg"))
-    return hrf + chase
+    """Eyes without retinopathy in `split`, as the dataset readers know them (`Reader.healthy`): HRF-AV `_h`
+    images and CHASE_DB1 images (children)."""
+    out = []
+    for name in ("hrf_av", "chase_db1"):
+        r = get_reader(name, data_root)
+        out += [r.load(split, i).image_path for i in r.ids(split) if r.healthy(i)]
+    return out
 
 
 def count_false_lesions(segmenter, images: list[Path], canvas: int = 1024) -> dict[str, dict]:

@@ -6,6 +6,8 @@ canvas pixels) with the best lesion-present DSC on the IDRiD training images amo
 `max_false` components per healthy training eye (HRF-AV `_h` and CHASE_DB1 training images, children without
 retinopathy). Where such a point exists it is written to the card (`thresholds`, `postprocess.min_component_px`);
 the test-split checks (`retsam evaluate`, `healthy_fp`) then say whether it holds on eyes the choice never saw.
+When the heads were trained with those healthy eyes as negatives (`--healthy-negatives`), the card says so
+(`healthy_eyes_seen_in_training`): the training-eye count is then optimistic.
 
     python -m retsam_core.evaluation.lesion_operating_point --card retsam_core/weights/retsam-small.json
 """
@@ -106,7 +108,17 @@ def main(argv: list[str] | None = None) -> None:
     card_path = Path(a.card)
     seg = LearnedSegmenter.from_uri(str(card_path.with_suffix(".safetensors")), device="cpu")
     result = choose(seg, data_root(a.data_root), a.max_false)
+    result["healthy_eyes_seen_in_training"] = healthy_eyes_in_training(seg.card.get("training", {}))
     record_in_card(card_path, result)
+
+
+def healthy_eyes_in_training(training: dict) -> bool:
+    """Whether the healthy training eyes this choice counts on were lesion negatives in training (a run with
+    `healthy_negatives`, here or in the weights it started from): their false-lesion count is then optimistic,
+    and only the healthy TEST eyes (`healthy_fp`) say how the heads behave on eyes they never saw."""
+    if training.get("config", {}).get("healthy_negatives"):
+        return True
+    return bool(training.get("initialised_from")) and healthy_eyes_in_training(training["initialised_from"])
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import torch
 
+from retsam_core.biomarkers.layout import largest_component
 from retsam_core.model.av_voting import segment_votes
 from retsam_core.model.network import ModelConfig, RetSAMNet
 from retsam_core.segmenter import SegmenterInfo
@@ -55,7 +56,7 @@ def save_weights(model: RetSAMNet, path: str | os.PathLike, card: dict) -> dict:
     return card
 
 
-def _read_uri(uri: str, storage_options: dict | None = None) -> bytes:
+def read_uri(uri: str, storage_options: dict | None = None) -> bytes:
     if "://" not in uri or uri.startswith("file://"):
         return Path(uri.removeprefix("file://")).read_bytes()
     import fsspec
@@ -68,8 +69,8 @@ def load_model(uri: str, storage_options: dict | None = None, verify_hash: bool 
     """Model + card from a local path or fsspec URI (s3://, gs://, https://, file://). Verifies the sha256."""
     from safetensors.torch import load
 
-    data = _read_uri(str(uri), storage_options)
-    card = json.loads(_read_uri(card_path_for(str(uri)), storage_options))
+    data = read_uri(str(uri), storage_options)
+    card = json.loads(read_uri(card_path_for(str(uri)), storage_options))
     digest = sha256_bytes(data)
     if verify_hash and card.get("sha256") and card["sha256"] != digest:
         raise ValueError(f"weights hash mismatch for {uri}: card says {card['sha256'][:12]}, file is {digest[:12]}")
@@ -179,9 +180,7 @@ class LearnedSegmenter:
                 masks[t] = drop_small_components(masks[t], int(area))
         for t in pp.get("largest_component", []):
             if t in masks and masks[t].any():
-                n, lab, stats, _ = cv2.connectedComponentsWithStats(masks[t].astype(np.uint8), connectivity=8)
-                if n > 2:
-                    masks[t] = lab == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+                masks[t] = largest_component(masks[t])
         if pp.get("cup_inside_disc") and "optic_cup" in masks and "optic_disc" in masks:
             masks["optic_cup"] = masks["optic_cup"] & masks["optic_disc"]
 

@@ -5,6 +5,8 @@ Examples:
   retsam train --out-dir runs/r --stages experts pseudo multitask finetune --steps 600 600 300 --num-workers 4 --num-gpus 4
   retsam train --config jobs/configs/retsam-small-gpu.json --bundle-dir bundle --loader-workers 14   # one GPU
   retsam train --out-dir runs/r --export retsam_core/weights/retsam-small.safetensors   # after training
+  retsam train --out-dir runs/adapt --init-weights retsam_core/weights/retsam-small.safetensors \
+      --stages finetune --train-groups vessels --datasets chase_db1 hrf_av --minutes 60   # adapt one decoder
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+from retsam_core.subcommand import subcommand
 
 
 def build_config(a):
@@ -43,6 +47,12 @@ def build_config(a):
         cfg.stages = tuple(a.stages)
     if a.datasets:
         cfg.datasets = tuple(a.datasets)
+    if a.init_weights:
+        cfg.init_weights = a.init_weights
+    if a.train_groups:
+        cfg.train_groups = tuple(a.train_groups)
+    if a.healthy_negatives:
+        cfg.healthy_negatives = True
     if a.variant or a.resolution:
         cfg.model = ModelConfig.from_dict(cfg.model.to_dict() | {k: v for k, v in (("variant", a.variant), ("resolution", a.resolution)) if v})
     trainable = [s for s in cfg.stages if s != "pseudo"]
@@ -95,6 +105,12 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--device-sampler", action="store_true", help="cut patches on the GPU (grid_sample), not on CPU threads")
     p.add_argument("--datasets", nargs="+", help="chase_db1 hrf_av drishti_gs1 idrid")
     p.add_argument("--stages", nargs="+", help="subset of: experts pseudo multitask finetune")
+    p.add_argument("--init-weights", metavar="WEIGHTS", help="start from these .safetensors (path or URI); their card "
+                                                             "sets the architecture")
+    p.add_argument("--train-groups", nargs="+", help="multitask/finetune train only these decoders (vessels disc_cup "
+                                                     "lesions phenotypes); the rest stay as initialised")
+    p.add_argument("--healthy-negatives", action="store_true", help="eyes their dataset calls healthy train the "
+                                                                   "lesion channels as all background")
     p.add_argument("--variant", choices=["small", "base"])
     p.add_argument("--resolution", type=int)
     p.add_argument("--steps", type=int, nargs="+", help="steps per trainable stage (one value = all)")
@@ -109,14 +125,8 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--export", metavar="WEIGHTS", help="write the last finished stage as .safetensors + card, then exit")
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train the learned multi-task segmenter (staged, resumable)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    p.set_defaults(func=handler)
+register, main = subcommand("train", "train the learned multi-task segmenter (staged, resumable)", __doc__, add_arguments, handler)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="retsam-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(ap)
-    return handler(ap.parse_args(argv))
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -89,6 +89,22 @@ def load_records(cache_dir, datasets, split, res, root=None, limit=None, cache_s
     return out
 
 
+def add_healthy_negatives(records: list[Record], channels) -> int:
+    """Lesion labels that are all background on eyes their dataset calls healthy (`Reader.healthy`): the only
+    way the lesion decoders see normal vessels, the disc and the reflexes of healthy eyes as "no lesion".
+    Curated, not pseudo: they come from the dataset's diagnosis. Returns the number of channels added."""
+    from retsam_core.datasets.readers import DATASETS
+
+    n = 0
+    for rec in records:
+        if rec.dataset in DATASETS and DATASETS[rec.dataset].healthy(rec.id):
+            for ch in channels:
+                if ch not in rec.labels:
+                    rec.labels[ch] = np.zeros(rec.fov.shape, np.uint8)
+                    n += 1
+    return n
+
+
 def add_pseudo_labels(records: list[Record], pseudo_dir: Path) -> int:
     """Attach pseudo-labels written by `stages.make_pseudo_labels` (only for channels a record lacks)."""
     n = 0

@@ -10,10 +10,13 @@ from pathlib import Path
 import torch
 
 from retsam_core.datasets.readers import DATASETS
-from retsam_core.model.loading import save_weights
+from retsam_core.model.loading import card_path_for, read_uri, save_weights
 from retsam_core.model.network import RetSAMNet
 from retsam_core.targets import TARGETS
-from retsam_core.training.trainer import STAGE_ORDER, TrainConfig
+from retsam_core.training.trainer import STAGE_ORDER, TrainConfig, trained_channels
+
+# card entries set per channel after training (operating points); kept for channels a fine-tune did not touch
+PER_CHANNEL_CARD_KEYS = ("thresholds",)
 
 NO_DATA_NOTE = "no pixel ground truth in the available public data (see shared/data/README.md)"
 
@@ -76,5 +79,40 @@ def export_weights(out_dir, weights_path, extra: dict | None = None, checkpoint:
         "metrics": {},
         "comparison": {},
     }
+    if cfg.init_weights:
+        card = inherit_from_initial(card, cfg)
     card.update(extra or {})
     return save_weights(model, weights_path, card)
+
+
+def inherit_from_initial(card: dict, cfg: TrainConfig) -> dict:
+    """A run that started from released weights keeps their history: what trained the channels it did not touch,
+    their training record (under `training.initialised_from`) and their operating points."""
+    init = json.loads(read_uri(card_path_for(cfg.init_weights)))
+    touched = set(trained_channels(cfg) or cfg.model.channels)
+    trained_on = {t: list(v) for t, v in init.get("trained_on", {}).items()}
+    for t, names in card["trained_on"].items():
+        if t in touched:
+            trained_on[t] = sorted(set(trained_on.get(t, [])) | set(names))
+    card["trained_on"] = trained_on
+    card["untrained"] = [t for t in TARGETS if t not in trained_on]
+    card["untrained_reason"] = {t: NO_DATA_NOTE for t in card["untrained"]}
+    card["datasets"] = init.get("datasets", {}) | card["datasets"]
+    before = init.get("training", {})
+    tr = card["training"]
+    # the released weights' whole training record (nested when they were themselves a fine-tune)
+    tr["initialised_from"] = {"weights": cfg.init_weights, "sha256": init.get("sha256"),
+                              "trained_groups": list(cfg.train_groups or []) or None, **before}
+    tr["total_minutes"] = round(tr["total_minutes"] + (before.get("total_minutes") or 0), 1)
+    as_list = lambda hw: hw if isinstance(hw, list) else [hw] if hw else []  # noqa: E731 (older cards: one string)
+    tr["hardware"] = sorted(set(as_list(before.get("hardware"))) | set(as_list(tr["hardware"])))
+    for key in PER_CHANNEL_CARD_KEYS:
+        kept = {c: v for c, v in init.get(key, {}).items() if c not in touched}
+        if kept:
+            card[key] = kept
+    kept_min = {c: v for c, v in init.get("postprocess", {}).get("min_component_px", {}).items() if c not in touched}
+    if kept_min:
+        card["postprocess"]["min_component_px"] = kept_min
+    if "lesion_operating_point" in init and not touched & set(init["lesion_operating_point"].get("per_target", {})):
+        card["lesion_operating_point"] = init["lesion_operating_point"]
+    return card

@@ -8,6 +8,10 @@ when finished; rerunning the same command resumes from the checkpoint and skips 
                 uncertain pixels are ignored); the pseudo-labels are used by `multitask` with `pseudo_weight`.
    `multitask`: one shared-encoder model on every dataset with the partial-label loss (+ pseudo-labels if present).
 3. `finetune` : encoder frozen (weights and BatchNorm statistics), decoders fine-tuned on the curated labels only.
+
+`init_weights` starts the first trained stage from released weights (their card fixes the architecture) instead of
+from scratch or from the previous stage: stage 3 on its own adapts shipped weights to local annotations, and with
+`train_groups` (e.g. only `vessels`) every other decoder stays bit-identical to the released one.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import numpy as np
 import torch
 
 from retsam_core.model.network import ModelConfig, RetSAMNet, TASK_GROUPS
-from retsam_core.training.data import AugConfig, PatchSampler, add_pseudo_labels, batch_stream, batch_to_float, load_records, records_summary
+from retsam_core.training.data import AugConfig, PatchSampler, add_healthy_negatives, add_pseudo_labels, batch_stream, batch_to_float, load_records, records_summary
 from retsam_core.training.losses import av_consistency, partial_label_loss
 
 STAGE_ORDER = ("experts", "pseudo", "multitask", "finetune")
@@ -68,6 +72,9 @@ class TrainConfig:
     loader_workers: int = 0  # > 0: patches are cut by this many threads, batches ahead (keeps a GPU fed)
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     device_sampler: bool = False  # cut patches on the training device (GPU) instead of CPU threads
+    init_weights: str | None = None  # .safetensors path/URI: the first trained stage starts from these weights
+    train_groups: tuple[str, ...] | None = None  # multitask/finetune train only these decoders (None: all labelled)
+    healthy_negatives: bool = False  # healthy eyes (Reader.healthy) train the lesion channels as all background
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -82,8 +89,8 @@ class TrainConfig:
         for k in ("experts", "multitask", "finetune"):
             if k in d and isinstance(d[k], dict):
                 d[k] = StageConfig(**d[k])
-        for k in ("datasets", "stages", "pseudo_band"):
-            if k in d:
+        for k in ("datasets", "stages", "pseudo_band", "train_groups"):
+            if k in d and d[k] is not None:
                 d[k] = tuple(d[k])
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
@@ -164,6 +171,8 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
     model = RetSAMNet(cfg.model)
     if init_state is not None:
         model.load_state_dict(init_state)
+    if channel_filter is not None:  # an image none of whose labels is trained here would only cost time
+        records = [r for r in records if set(r.labels) & set(channel_filter)]
     sampler = PatchSampler(records, model.channels, sc.patch, sc.batch, AugConfig(), seed=cfg.seed + 1000 * rank + int(time.time()) % 1000,
                            dataset_weights=cfg.dataset_weights, pseudo_weight=cfg.pseudo_weight, channel_filter=channel_filter)
     used = sampler.annotated_channels()
@@ -310,8 +319,30 @@ def make_pseudo_labels(cfg: TrainConfig, experts: dict[str, dict], records, out_
     return n
 
 
+def initial_state(cfg: TrainConfig) -> dict | None:
+    """The released weights named by `cfg.init_weights` (hash-checked), adopting their card's architecture."""
+    if not cfg.init_weights:
+        return None
+    from retsam_core.model.loading import load_model
+
+    model, _ = load_model(cfg.init_weights)
+    cfg.model = model.cfg
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def trained_channels(cfg: TrainConfig) -> list[str] | None:
+    """The channel filter of the multitask and finetune stages: the channels of `cfg.train_groups` (None: all)."""
+    if cfg.train_groups is None:
+        return None
+    unknown = [g for g in cfg.train_groups if g not in cfg.model.task_groups]
+    if unknown:
+        raise ValueError(f"unknown task group(s) {unknown}; groups: {', '.join(cfg.model.task_groups)}")
+    return [c for g in cfg.train_groups for c in cfg.model.task_groups[g]]
+
+
 def run_training(cfg: TrainConfig, *, wrap_model=None, is_main=True, report=None, rank=0, world=1) -> Path:
     """Run the configured stages in order (resuming). Returns the path of the last stage's final.pt."""
+    state = initial_state(cfg)
     torch.set_num_threads(cfg.threads)
     cv2.setNumThreads(cfg.threads)
     out = Path(cfg.out_dir)
@@ -322,10 +353,16 @@ def run_training(cfg: TrainConfig, *, wrap_model=None, is_main=True, report=None
     res = cfg.model.resolution
     records = load_records(cfg.cache_dir, cfg.datasets, "train", res, root=cfg.data_root, limit=cfg.limit_images,
                            bundle_dir=cfg.bundle_dir)
+    if cfg.healthy_negatives:
+        from retsam_core.datasets.readers import DATASETS
+
+        lesions = [c for c in cfg.model.task_groups.get("lesions", ())
+                   if any(c in DATASETS[d].annotated for d in cfg.datasets if d in DATASETS)]
+        log(f"healthy eyes: {add_healthy_negatives(records, lesions)} all-background lesion labels ({', '.join(lesions)})")
     log(f"loaded {len(records)} training records at {res}px: {records_summary(records)}")
     last = None
-    state = None
     experts = {}
+    only = trained_channels(cfg)
     for stage in STAGE_ORDER:
         if stage not in cfg.stages:
             continue
@@ -354,8 +391,8 @@ def run_training(cfg: TrainConfig, *, wrap_model=None, is_main=True, report=None
         elif stage == "multitask":
             if not (out / "pseudo" / "done.json").exists() or not any(r.pseudo for r in records):
                 add_pseudo_labels(records, out / "pseudo")
-            state = train_stage(cfg, "multitask", cfg.multitask, records, out / "multitask", log=log,
-                                wrap_model=wrap_model, is_main=is_main, report=report, rank=rank, world=world)
+            state = train_stage(cfg, "multitask", cfg.multitask, records, out / "multitask", init_state=state,
+                                channel_filter=only, log=log, wrap_model=wrap_model, is_main=is_main, report=report, rank=rank, world=world)
             last = out / "multitask" / "final.pt"
         elif stage == "finetune":
             if state is None:
@@ -370,7 +407,7 @@ def run_training(cfg: TrainConfig, *, wrap_model=None, is_main=True, report=None
                     r.ignore.pop(c, None)
                 r.pseudo.clear()
             state = train_stage(cfg, "finetune", cfg.finetune, curated, out / "finetune", init_state=state,
-                                frozen_encoder=True, log=log, wrap_model=wrap_model, is_main=is_main, report=report,
+                                channel_filter=only, frozen_encoder=True, log=log, wrap_model=wrap_model, is_main=is_main, report=report,
                                 rank=rank, world=world)
             last = out / "finetune" / "final.pt"
     return last
