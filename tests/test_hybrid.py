@@ -93,6 +93,27 @@ def test_lesion_heads_that_fire_on_healthy_eyes_are_withheld():
     assert choose_sources(card, LEARNED, ())["hard_exudate"].source == "learned"
 
 
+def test_shipped_card_false_lesion_counts_reproduce_on_the_unseen_camera_eye():
+    """The healthy-eye figures that gate the lesion heads are what these weights do: recounted on the normal eye
+    from a camera no training set used (the figure would go stale if the weights changed without a rerun)."""
+    from retsam_core.evaluation.healthy_fp import count_false_lesions, unseen_camera_healthy_eyes
+    from retsam_core.model.loading import LearnedSegmenter, default_weights_path
+
+    weights = default_weights_path()
+    if weights is None:
+        pytest.skip("no shipped learned weights")
+    seg = LearnedSegmenter.from_uri(str(weights), device="cpu")
+    recorded = seg.card["metrics"]["healthy_false_positives"]
+    eyes = unseen_camera_healthy_eyes()
+    assert set(eyes) <= set(recorded["unseen_camera_images"]) and set(eyes) <= set(recorded["images"])
+    fresh = count_false_lesions(seg, eyes)
+    assert fresh, "the shipped weights provide lesion heads"
+    for t, r in fresh.items():
+        (name, n), = r["per_image"].items()
+        assert r["images"] == 1 and r["mean_components"] == r["max_components"] == n >= 0
+        assert recorded["per_target"][t]["per_image"][name] == n, t
+
+
 def test_learned_cup_needs_the_learned_disc():
     card = _card(disc=(0.8, 0.9))
     card["metrics"]["learned"]["drishti"] = {"optic_cup": {"dsc": 0.8}}
