@@ -39,7 +39,7 @@ def unseen_camera_healthy_eyes() -> dict[str, bytes]:
     photograph (Wikimedia "Fundus photograph of normal left eye", CC0), PNG-encoded for the pipeline's decoder."""
     from skimage import data
 
-    ok, png = cv2.imencode(".png", cv2.cvtColor(data.retina()[..., :3], cv2.COLOR_RGB2BGR))
+    _, png = cv2.imencode(".png", cv2.cvtColor(data.retina()[..., :3], cv2.COLOR_RGB2BGR))
     return {"skimage_retina_normal_left_eye": png.tobytes()}
 
 
