@@ -2,8 +2,9 @@
 
   python benchmarks/bench_av_calibre.py [--segmenter learned] [--json OUT] [--card retsam_core/weights/retsam-small.json]
 
-With --card, the summary is written to the card's `metrics.av_calibre`: the default segmenter
-(`retsam_core/hybrid.py`) releases artery/vein only where this check passes.
+With --card, the weights beside that card are measured (unless --segmenter names others) and the summary is written
+to the card's `metrics.av_calibre`: the default segmenter (`retsam_core/hybrid.py`) releases artery/vein only where
+this check passes.
 
 Per test image: the pipeline's canvas (decode + preprocess at 1024 px), the segmenter's masks, and the expert A/V
 labels mapped onto the same canvas. Both sets of biomarkers use the segmenter's optic disc and fovea (HRF-AV has no
@@ -62,12 +63,13 @@ def run(segmenter: str = "learned", data_root: str | None = None, canvas: int = 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--segmenter", default="learned")
+    ap.add_argument("--segmenter", help="default: the weights beside --card, else the shipped ones ('learned')")
     ap.add_argument("--card", help="record the summary in this model card (metrics.av_calibre)")
     ap.add_argument("--data-root")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
-    out = run(a.segmenter, a.data_root)
+    segmenter = a.segmenter or (str(Path(a.card).with_suffix(".safetensors")) if a.card else "learned")
+    out = run(segmenter, a.data_root)
     for r in out["rows"]:
         print(r["id"], " ".join(f"{k.split('_')[0]}={r['model_' + k]!s:.6}/{r['expert_' + k]!s:.6}" for k in KEYS))
     print(json.dumps(out["summary"], indent=1))

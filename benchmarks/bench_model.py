@@ -58,8 +58,6 @@ def bench(weights: str | None, runs: int = 7, canvas: int = 1024) -> dict:
 
 def _rate(fn, n_images: int, seconds: float) -> float:
     """Images per second of `fn` (one call = `n_images`), after warm-up, over about `seconds` of wall time."""
-    import torch
-
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     for _ in range(3):
         fn()

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 from skimage.filters import apply_hysteresis_threshold
 
+from retsam_core.biomarkers.layout import drop_specks
 from retsam_core.segmenter import SegmenterInfo
 
 DISC_DIAMETER_FRACTION_OF_FOV = 0.125  # ~1.8 mm disc over a ~14 mm (45 degree) field
@@ -113,10 +114,7 @@ def threshold_vessels(response: np.ndarray, fov: np.ndarray, cfg: ClassicalConfi
     low = np.percentile(vals, cfg.low_percentile)
     mask = apply_hysteresis_threshold(np.where(inner, response, 0), low, high)
     min_px = max(4, int(cfg.min_component_px_fraction * response.size))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    keep = np.zeros(n, bool)
-    keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_px
-    return keep[labels]
+    return drop_specks(mask, min_px)
 
 
 def _fov_diameter(fov: np.ndarray) -> float:

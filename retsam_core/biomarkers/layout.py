@@ -25,6 +25,22 @@ def largest_component(mask: np.ndarray) -> np.ndarray | None:
     return out
 
 
+def drop_specks(mask: np.ndarray, min_px: int) -> np.ndarray:
+    """Remove 8-connected components smaller than min_px (isolated pixels would become fake segments/endpoints)."""
+    if min_px <= 1 or not mask.any():
+        return mask
+    n, lab, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(mask.astype(np.uint8), 8, cv2.CV_32S,
+                                                                       cv2.CCL_BBDT)
+    small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] < min_px)
+    small = small[small > 0]
+    if len(small) == 0:
+        return mask
+    keep = np.ones(n, bool)
+    keep[small] = False
+    keep[0] = False
+    return keep[lab]
+
+
 def centroid(mask: np.ndarray) -> tuple[float, float]:
     m = cv2.moments(mask.astype(np.uint8), binaryImage=True)
     return float(m["m10"] / m["m00"]), float(m["m01"] / m["m00"])

@@ -6,13 +6,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import cv2
 import numpy as np
 
 from retsam_core.biomarkers.calibre import compute_calibre
 from retsam_core.biomarkers.catalogue import LAYERS, REGIONS
 from retsam_core.biomarkers.context import Context, Output
 from retsam_core.biomarkers.fractal import box_counting, multifractal
+from retsam_core.biomarkers.layout import drop_specks
 from retsam_core.biomarkers.skeleton import VesselGraph, build_graph
 from retsam_core.biomarkers.topology import bifurcations
 from retsam_core.biomarkers.tortuosity import Segments, measure_segments, weighted_mean
@@ -32,22 +32,6 @@ def layer_mask(ctx: Context, layer: str) -> tuple[np.ndarray | None, str]:
     else:
         return None, f"no {layer} mask"
     return drop_specks(m & ctx.fov, ctx.config.min_component_px), ""
-
-
-def drop_specks(mask: np.ndarray, min_px: int) -> np.ndarray:
-    """Remove 8-connected components smaller than min_px (isolated pixels would become fake segments/endpoints)."""
-    if min_px <= 1 or not mask.any():
-        return mask
-    n, lab, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(mask.astype(np.uint8), 8, cv2.CV_32S,
-                                                                       cv2.CCL_BBDT)
-    small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] < min_px)
-    small = small[small > 0]
-    if len(small) == 0:
-        return mask
-    keep = np.ones(n, bool)
-    keep[small] = False
-    keep[0] = False
-    return keep[lab]
 
 
 def _sigma(ctx: Context) -> float:

@@ -58,10 +58,6 @@ def read_bundle(bundle_dir, datasets, split: str, limit: int | None = None, ids=
             yield name, r["id"], d
 
 
-def bundle_has(bundle_dir) -> bool:
-    return bundle_dir is not None and (Path(bundle_dir) / "index.json").is_file()
-
-
 def main(argv=None):
     import argparse
 

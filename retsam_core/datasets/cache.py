@@ -19,10 +19,15 @@ from retsam_core.image_io import DecodeLimits, decode_image
 from retsam_core.preprocess import preprocess
 
 
-def load_canvas(path: Path, size: int):
-    """Decode + preprocess one file exactly like the pipeline. Returns `Preprocessed`."""
-    dec = decode_image(Path(path).read_bytes(), DecodeLimits(target_side=size))
+def canvas_from_bytes(data: bytes, size: int):
+    """Decode + preprocess one encoded image exactly like the pipeline. Returns `Preprocessed`."""
+    dec = decode_image(data, DecodeLimits(target_side=size))
     return preprocess(dec.rgb, size, dec.decode_scale, (dec.original_height, dec.original_width))
+
+
+def load_canvas(path: Path, size: int):
+    """`canvas_from_bytes` of one file."""
+    return canvas_from_bytes(Path(path).read_bytes(), size)
 
 
 def cache_path(cache_dir: Path, size: int, dataset: str, split: str, id_: str) -> Path:

@@ -18,9 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from retsam_core.datasets.cache import canvas_from_bytes
 from retsam_core.datasets.readers import get_reader
-from retsam_core.image_io import DecodeLimits, decode_image
-from retsam_core.preprocess import preprocess
 from retsam_core.targets import LESION_TARGETS
 
 
@@ -49,8 +48,7 @@ def count_false_lesions(segmenter, images: dict[str, bytes], canvas: int = 1024)
     targets = [t for t in LESION_TARGETS if t in segmenter.info.provides]
     counts: dict[str, dict[str, int]] = {t: {} for t in targets}
     for name, data in images.items():
-        d = decode_image(data, DecodeLimits(target_side=canvas))
-        p = preprocess(d.rgb, canvas, d.decode_scale, (d.original_height, d.original_width))
+        p = canvas_from_bytes(data, canvas)
         masks = segmenter.segment(p.image[None], p.fov[None])[0]
         for t in targets:
             counts[t][name] = cv2.connectedComponents(masks[t].astype(np.uint8))[0] - 1

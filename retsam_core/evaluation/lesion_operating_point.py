@@ -25,7 +25,8 @@ import numpy as np
 from retsam_core.datasets.cache import load_canvas
 from retsam_core.datasets.readers import data_root, get_reader, label_to_canvas
 from retsam_core.evaluation.healthy_fp import healthy_images
-from retsam_core.model.loading import LearnedSegmenter, drop_small_components
+from retsam_core.biomarkers.layout import drop_specks
+from retsam_core.model.loading import LearnedSegmenter
 from retsam_core.targets import LESION_TARGETS
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -66,7 +67,7 @@ def choose(seg, root: Path, max_false: float = 1.0, canvas: int = 1024, log=prin
             if not gt.any():
                 continue
             for k, (thr, area) in enumerate(grid):
-                pred = drop_small_components(maps[t] >= thr, area)
+                pred = drop_specks(maps[t] >= thr, area)
                 dsc[t][k].append(2 * (pred & gt).sum() / (pred.sum() + gt.sum()))
     chosen = {}
     for t in targets:

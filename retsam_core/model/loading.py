@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-from retsam_core.biomarkers.layout import largest_component
+from retsam_core.biomarkers.layout import drop_specks, largest_component
 from retsam_core.model.av_voting import segment_votes
 from retsam_core.model.network import ModelConfig, RetSAMNet
 from retsam_core.segmenter import SegmenterInfo
@@ -82,14 +82,6 @@ def load_model(uri: str, storage_options: dict | None = None, verify_hash: bool 
     model.eval()
     card["sha256"] = digest
     return model, card
-
-
-def drop_small_components(mask: np.ndarray, min_area: int) -> np.ndarray:
-    """`mask` without its 8-connected components smaller than `min_area` pixels."""
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    keep = np.zeros(n, bool)
-    keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_area
-    return keep[lab]
 
 
 def card_beats_classical(card: dict, margin: float = 0.0) -> bool:
@@ -176,8 +168,8 @@ class LearnedSegmenter:
         the disc."""
         pp = self.card.get("postprocess", {})
         for t, area in pp.get("min_component_px", {}).items():  # lesion specks below the chosen operating point
-            if t in masks and area > 1:
-                masks[t] = drop_small_components(masks[t], int(area))
+            if t in masks:
+                masks[t] = drop_specks(masks[t], int(area))
         for t in pp.get("largest_component", []):
             if t in masks and masks[t].any():
                 masks[t] = largest_component(masks[t])

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from retsam_core.datasets.cache import build_one, cache_path, load_cached
-from retsam_core.datasets.readers import get_reader
+from retsam_core.datasets.readers import DATASETS, get_reader
 from retsam_core.model.network import MEAN, STD
 
 
@@ -93,8 +93,6 @@ def add_healthy_negatives(records: list[Record], channels) -> int:
     """Lesion labels that are all background on eyes their dataset calls healthy (`Reader.healthy`): the only
     way the lesion decoders see normal vessels, the disc and the reflexes of healthy eyes as "no lesion".
     Curated, not pseudo: they come from the dataset's diagnosis. Returns the number of channels added."""
-    from retsam_core.datasets.readers import DATASETS
-
     n = 0
     for rec in records:
         if rec.dataset in DATASETS and DATASETS[rec.dataset].healthy(rec.id):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -13,10 +12,7 @@ from retsam_core.datasets.readers import DATASETS
 from retsam_core.model.loading import card_path_for, read_uri, save_weights
 from retsam_core.model.network import RetSAMNet
 from retsam_core.targets import TARGETS
-from retsam_core.training.trainer import STAGE_ORDER, TrainConfig, trained_channels
-
-# card entries set per channel after training (operating points); kept for channels a fine-tune did not touch
-PER_CHANNEL_CARD_KEYS = ("thresholds",)
+from retsam_core.training.trainer import STAGE_ORDER, TrainConfig, describe_hardware, trained_channels
 
 NO_DATA_NOTE = "no pixel ground truth in the available public data (see shared/data/README.md)"
 
@@ -72,7 +68,7 @@ def export_weights(out_dir, weights_path, extra: dict | None = None, checkpoint:
             "stages": stages,
             "total_minutes": round(sum(v.get("minutes", 0) for v in stages.values()), 1),
             "hardware": sorted({v["hardware"] for v in stages.values() if v.get("hardware")})
-                        or f"{platform.processor() or platform.machine()} CPU, torch {torch.__version__}, {cfg.threads} thread(s)",
+                        or describe_hardware(torch.device("cpu"), cfg.threads),  # runs from before stages recorded it
             "config": cfg.to_dict(),
         },
         "exported_from": str(src),
@@ -106,13 +102,11 @@ def inherit_from_initial(card: dict, cfg: TrainConfig) -> dict:
     tr["total_minutes"] = round(tr["total_minutes"] + (before.get("total_minutes") or 0), 1)
     as_list = lambda hw: hw if isinstance(hw, list) else [hw] if hw else []  # noqa: E731 (older cards: one string)
     tr["hardware"] = sorted(set(as_list(before.get("hardware"))) | set(as_list(tr["hardware"])))
-    for key in PER_CHANNEL_CARD_KEYS:
-        kept = {c: v for c, v in init.get(key, {}).items() if c not in touched}
-        if kept:
-            card[key] = kept
-    kept_min = {c: v for c, v in init.get("postprocess", {}).get("min_component_px", {}).items() if c not in touched}
-    if kept_min:
-        card["postprocess"]["min_component_px"] = kept_min
+    untouched = lambda per_channel: {c: v for c, v in per_channel.items() if c not in touched}  # noqa: E731
+    if thresholds := untouched(init.get("thresholds", {})):
+        card["thresholds"] = thresholds
+    if min_px := untouched(init.get("postprocess", {}).get("min_component_px", {})):
+        card["postprocess"]["min_component_px"] = min_px
     if "lesion_operating_point" in init and not touched & set(init["lesion_operating_point"].get("per_target", {})):
         card["lesion_operating_point"] = init["lesion_operating_point"]
     return card

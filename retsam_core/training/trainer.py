@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import torch
 
+from retsam_core.datasets.readers import DATASETS
 from retsam_core.model.network import ModelConfig, RetSAMNet, TASK_GROUPS
 from retsam_core.training.data import AugConfig, PatchSampler, add_healthy_negatives, add_pseudo_labels, batch_stream, batch_to_float, load_records, records_summary
 from retsam_core.training.losses import av_consistency, partial_label_loss
@@ -343,6 +344,7 @@ def trained_channels(cfg: TrainConfig) -> list[str] | None:
 def run_training(cfg: TrainConfig, *, wrap_model=None, is_main=True, report=None, rank=0, world=1) -> Path:
     """Run the configured stages in order (resuming). Returns the path of the last stage's final.pt."""
     state = initial_state(cfg)
+    only = trained_channels(cfg)  # checked before the records are loaded
     torch.set_num_threads(cfg.threads)
     cv2.setNumThreads(cfg.threads)
     out = Path(cfg.out_dir)
@@ -354,15 +356,12 @@ def run_training(cfg: TrainConfig, *, wrap_model=None, is_main=True, report=None
     records = load_records(cfg.cache_dir, cfg.datasets, "train", res, root=cfg.data_root, limit=cfg.limit_images,
                            bundle_dir=cfg.bundle_dir)
     if cfg.healthy_negatives:
-        from retsam_core.datasets.readers import DATASETS
-
         lesions = [c for c in cfg.model.task_groups.get("lesions", ())
                    if any(c in DATASETS[d].annotated for d in cfg.datasets if d in DATASETS)]
         log(f"healthy eyes: {add_healthy_negatives(records, lesions)} all-background lesion labels ({', '.join(lesions)})")
     log(f"loaded {len(records)} training records at {res}px: {records_summary(records)}")
     last = None
     experts = {}
-    only = trained_channels(cfg)
     for stage in STAGE_ORDER:
         if stage not in cfg.stages:
             continue
