@@ -108,6 +108,27 @@ def test_stage_resume_from_checkpoint(tmp_path, chase_records):
     assert any("already done" in m for m in logs)
 
 
+def test_job_configs_parse_and_augmentation_reaches_the_sampler(tmp_path, chase_records):
+    """Every shipped training config names only known fields (a typo would silently train the default), and the
+    augmentation a config asks for is the one the stage's patch sampler uses."""
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "jobs" / "configs").glob("*.json"))
+    assert configs
+    for path in configs:
+        raw = json.loads(path.read_text())
+        known = set(TrainConfig.__dataclass_fields__) | {"_comment"}
+        assert set(raw) <= known, (path.name, set(raw) - known)
+        cfg = TrainConfig.from_dict(raw)
+        assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))).to_dict() == cfg.to_dict()
+    wide = TrainConfig.from_dict(json.loads((configs[0].parent / "crosscam-hrf-only-wideaug-cpu.json").read_text())).aug
+    assert wide.scale == (0.55, 1.6) and wide.rotate == AugConfig().rotate  # unnamed fields keep their defaults
+    logs = []
+    train_stage(tiny_cfg(tmp_path, aug=wide), "multitask", StageConfig(steps=1, batch=2, patch=64), chase_records,
+                tmp_path / "aug", log=logs.append)
+    assert any("scale=(0.55, 1.6)" in m for m in logs)
+
+
 def test_all_stages_tiny(tmp_path, shared_data):
     cfg = tiny_cfg(tmp_path, data_root=str(shared_data), datasets=("chase_db1", "idrid"),
                    stages=("experts", "pseudo", "multitask", "finetune"))
@@ -135,6 +156,27 @@ def test_all_stages_tiny(tmp_path, shared_data):
     assert card["exported_from"].endswith("finetune/final.pt")
     shutil.rmtree(out / "finetune")  # as if the last stage never ran: pseudo-labels are not weights
     assert export_weights(out, tmp_path / "w2.safetensors")["exported_from"].endswith("multitask/final.pt")
+    # experts only: each expert is its own model, trained for its own group; the rest of it is untrained noise
+    shutil.rmtree(out / "multitask")
+    with pytest.raises(ValueError, match="expert models"):
+        export_weights(out, tmp_path / "w3.safetensors")
+    expert = export_weights(out, tmp_path / "w3.safetensors", checkpoint=str(out / "experts" / "vessels" / "final.pt"))
+    assert expert["trained_on"] == {"vessel": ["chase_db1"]}
+    assert {"optic_disc", "hemorrhage", "artery"} <= set(expert["untrained"])
+
+
+def test_from_scratch_run_of_one_group_flags_the_rest_untrained(tmp_path, shared_data):
+    """A held-out-camera run trains one decoder (and the encoder) from scratch: the card must not claim the other
+    decoders, which stay at their random initialisation, were trained by the dataset's other labels."""
+    from retsam_core.model.loading import LearnedSegmenter
+    from retsam_core.training.export import export_weights
+
+    cfg = tiny_cfg(tmp_path, data_root=str(shared_data), datasets=("idrid",), stages=("multitask",), train_groups=("disc_cup",))
+    run_training(cfg)
+    card = export_weights(tmp_path / "run", tmp_path / "disc.safetensors")
+    assert card["trained_on"] == {"optic_disc": ["idrid"]}
+    seg = LearnedSegmenter.from_uri(str(tmp_path / "disc.safetensors"), device="cpu")
+    assert "optic_disc" in seg.info.provides and not {"hard_exudate", "optic_cup", "vessel"} & set(seg.info.provides)
 
 
 def test_ray_train_two_workers(tmp_path, shared_data, ray_local):

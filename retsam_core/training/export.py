@@ -18,11 +18,24 @@ NO_DATA_NOTE = "no pixel ground truth in the available public data (see shared/d
 
 
 def last_stage(out_dir: Path) -> str:
-    done = [s for s in STAGE_ORDER if s != "pseudo" and (out_dir / s / "final.pt").exists()
-            and (out_dir / s / "done.json").exists()]  # pseudo-labelling makes labels, not weights
+    """The last finished stage that made weights (pseudo-labelling makes labels): `finetune`, `multitask`, or
+    `experts/<group>` when a run trained experts only (one group: each expert is a model of its own)."""
+    done = [s for s in finished_stages(out_dir) if s != "pseudo" and (out_dir / s / "final.pt").exists()]
     if not done:
         raise FileNotFoundError(f"no finished stage in {out_dir}")
+    experts = [s for s in done if s.startswith("experts/")]
+    if done[-1].startswith("experts/") and len(experts) > 1:
+        raise ValueError(f"{out_dir} holds {len(experts)} expert models ({', '.join(experts)}): export one with "
+                         "checkpoint=<out>/experts/<group>/final.pt")
     return done[-1]
+
+
+def channels_trained(cfg: TrainConfig, stage: str) -> set[str]:
+    """Channels the exported weights were trained for: an expert's own group, else `train_groups`, else all. Every
+    other channel comes out of a decoder that never learned (random weights) and must be flagged untrained."""
+    if stage.startswith("experts/"):
+        return set(cfg.model.task_groups[stage.split("/", 1)[1]])
+    return set(trained_channels(cfg) or cfg.model.channels)
 
 
 def finished_stages(out_dir: Path) -> dict[str, dict]:
@@ -39,15 +52,23 @@ def export_weights(out_dir, weights_path, extra: dict | None = None, checkpoint:
     """Last finished stage (or an explicit `checkpoint` .pt, e.g. a mid-run ckpt for a preview) -> weights + card."""
     out_dir = Path(out_dir)
     cfg = TrainConfig.from_dict(json.loads((out_dir / "config.json").read_text()))
-    src = Path(checkpoint) if checkpoint else out_dir / last_stage(out_dir) / "final.pt"
+    if checkpoint:
+        src = Path(checkpoint)
+        inside = src.resolve().parent.is_relative_to(out_dir.resolve())
+        stage = str(src.resolve().parent.relative_to(out_dir.resolve())) if inside else ""
+    else:
+        stage = last_stage(out_dir)
+        src = out_dir / stage / "final.pt"
     state = torch.load(src, map_location="cpu", weights_only=False)["model"]
     model = RetSAMNet(cfg.model)
     model.load_state_dict(state)
     stages = finished_stages(out_dir)
     trained_on: dict[str, list[str]] = {}
+    taught = channels_trained(cfg, stage)
     for name in cfg.datasets:
         for t in DATASETS[name].annotated:
-            trained_on.setdefault(t, []).append(name)
+            if t in taught:
+                trained_on.setdefault(t, []).append(name)
     untrained = [t for t in TARGETS if t not in trained_on]
     card = {
         "name": cfg.name,

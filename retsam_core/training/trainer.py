@@ -76,17 +76,20 @@ class TrainConfig:
     init_weights: str | None = None  # .safetensors path/URI: the first trained stage starts from these weights
     train_groups: tuple[str, ...] | None = None  # multitask/finetune train only these decoders (None: all labelled)
     healthy_negatives: bool = False  # healthy eyes (Reader.healthy) train the lesion channels as all background
+    aug: AugConfig = field(default_factory=AugConfig)  # patch geometry and colour jitter (camera robustness)
     seed: int = 0
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["model"] = self.model.to_dict()
+        d["aug"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["aug"].items()}
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         d = dict(d)
         d["model"] = ModelConfig.from_dict(d.get("model", {}))
+        d["aug"] = AugConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.get("aug", {}).items()})
         for k in ("experts", "multitask", "finetune"):
             if k in d and isinstance(d[k], dict):
                 d[k] = StageConfig(**d[k])
@@ -174,7 +177,7 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
         model.load_state_dict(init_state)
     if channel_filter is not None:  # an image none of whose labels is trained here would only cost time
         records = [r for r in records if set(r.labels) & set(channel_filter)]
-    sampler = PatchSampler(records, model.channels, sc.patch, sc.batch, AugConfig(), seed=cfg.seed + 1000 * rank + int(time.time()) % 1000,
+    sampler = PatchSampler(records, model.channels, sc.patch, sc.batch, cfg.aug, seed=cfg.seed + 1000 * rank + int(time.time()) % 1000,
                            dataset_weights=cfg.dataset_weights, pseudo_weight=cfg.pseudo_weight, channel_filter=channel_filter)
     used = sampler.annotated_channels()
     model.skip_groups = {g for g, ch in cfg.model.task_groups.items() if not (set(ch) & used)}
@@ -199,7 +202,7 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
             f"dataset_weights={cfg.dataset_weights} lesion_pos_weight={cfg.lesion_pos_weight} av_weight={cfg.av_weight}")
     else:
         log(f"[{stage}] start: {sc} data={records_summary(records)} channels={sorted(used)} skip={sorted(model.skip_groups)}"
-            f" frozen_encoder={frozen_encoder} world={world}")
+            f" frozen_encoder={frozen_encoder} world={world} aug={sampler.aug}")
     if wrap_model is None:
         model.to(_training_device(cfg))
         net = model
