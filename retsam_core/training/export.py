@@ -17,10 +17,11 @@ from retsam_core.training.trainer import STAGE_ORDER, TrainConfig, describe_hard
 NO_DATA_NOTE = "no pixel ground truth in the available public data (see shared/data/README.md)"
 
 
-def last_stage(out_dir: Path) -> str:
-    """The last finished stage that made weights (pseudo-labelling makes labels): `finetune`, `multitask`, or
-    `experts/<group>` when a run trained experts only (one group: each expert is a model of its own)."""
-    done = [s for s in finished_stages(out_dir) if s != "pseudo" and (out_dir / s / "final.pt").exists()]
+def last_stage(out_dir: Path, finished: dict[str, dict]) -> str:
+    """The last of the `finished` stages (`finished_stages`) that made weights (pseudo-labelling makes labels):
+    `finetune`, `multitask`, or `experts/<group>` when a run trained experts only (one group: each expert is a
+    model of its own)."""
+    done = [s for s in finished if s != "pseudo" and (out_dir / s / "final.pt").exists()]
     if not done:
         raise FileNotFoundError(f"no finished stage in {out_dir}")
     experts = [s for s in done if s.startswith("experts/")]
@@ -52,17 +53,17 @@ def export_weights(out_dir, weights_path, extra: dict | None = None, checkpoint:
     """Last finished stage (or an explicit `checkpoint` .pt, e.g. a mid-run ckpt for a preview) -> weights + card."""
     out_dir = Path(out_dir)
     cfg = TrainConfig.from_dict(json.loads((out_dir / "config.json").read_text()))
+    stages = finished_stages(out_dir)
     if checkpoint:
         src = Path(checkpoint)
-        inside = src.resolve().parent.is_relative_to(out_dir.resolve())
-        stage = str(src.resolve().parent.relative_to(out_dir.resolve())) if inside else ""
+        folder, root = src.resolve().parent, out_dir.resolve()
+        stage = str(folder.relative_to(root)) if folder.is_relative_to(root) else ""
     else:
-        stage = last_stage(out_dir)
+        stage = last_stage(out_dir, stages)
         src = out_dir / stage / "final.pt"
     state = torch.load(src, map_location="cpu", weights_only=False)["model"]
     model = RetSAMNet(cfg.model)
     model.load_state_dict(state)
-    stages = finished_stages(out_dir)
     trained_on: dict[str, list[str]] = {}
     taught = channels_trained(cfg, stage)
     for name in cfg.datasets:
@@ -97,16 +98,16 @@ def export_weights(out_dir, weights_path, extra: dict | None = None, checkpoint:
         "comparison": {},
     }
     if cfg.init_weights:
-        card = inherit_from_initial(card, cfg)
+        card = inherit_from_initial(card, cfg, taught)
     card.update(extra or {})
     return save_weights(model, weights_path, card)
 
 
-def inherit_from_initial(card: dict, cfg: TrainConfig) -> dict:
-    """A run that started from released weights keeps their history: what trained the channels it did not touch,
-    their training record (under `training.initialised_from`) and their operating points."""
+def inherit_from_initial(card: dict, cfg: TrainConfig, touched: set[str]) -> dict:
+    """A run that started from released weights keeps their history: what trained the channels it did not touch
+    (`touched`: `channels_trained`), their training record (under `training.initialised_from`) and their
+    operating points."""
     init = json.loads(read_uri(card_path_for(cfg.init_weights)))
-    touched = set(trained_channels(cfg) or cfg.model.channels)
     trained_on = {t: list(v) for t, v in init.get("trained_on", {}).items()}
     for t, names in card["trained_on"].items():
         if t in touched:
