@@ -16,7 +16,8 @@ from pipeline.config import PipelineConfig
 # CLI flags that map 1:1 onto PipelineConfig fields
 CONFIG_FLAGS: list[tuple[str, str, type, str]] = [
     ("--canvas-size", "canvas_size", int, "model canvas side in px (default 1024)"),
-    ("--segmenter", "segmenter", str, "'default', 'classical', or a path/URI of .safetensors weights"),
+    ("--segmenter", "segmenter", str, "'default', 'learned', 'classical', or a path/URI of .safetensors weights; "
+                                       "'+flip' after a learned one: test-time flip averaging (4 passes)"),
     ("--num-gpus", "num_gpus", float, "GPUs per segmentation actor (default 0; never more than the cluster has)"),
     ("--segment-actors", "segment_actors", int, "segmentation actors (default: automatic)"),
     ("--quantify-actors", "quantify_actors", int, "biomarker actors (default: automatic)"),

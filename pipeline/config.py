@@ -13,7 +13,7 @@ from typing import Any
 class PipelineConfig:
     # Science
     canvas_size: int = 1024  # model canvas side (px); masks are stored at this size with the geometry
-    segmenter: str = "default"  # "default", "classical", or a path/URI of .safetensors weights
+    segmenter: str = "default"  # "default", "learned", "classical", or a path/URI of .safetensors; "+flip": flip TTA
     min_side: int = 64  # decode limits (see retsam_core.image_io.DecodeLimits)
     max_pixels: int = 120_000_000
     field_angle_deg: float = 45.0  # camera field angle used to estimate mm/px when the manifest has none

@@ -39,10 +39,17 @@ def load_segmenter(spec: str | None = None, device: str | None = None) -> Segmen
 
     "default": the shipped learned model combined per target with the classical one (`hybrid.HybridSegmenter`),
     when its card says it beats the classical segmenter on vessels; else classical. "learned": the shipped model
-    alone. A path/URI: those weights alone, every trained channel as the card describes it.
+    alone. A path/URI: those weights alone, every trained channel as the card describes it. A learned spec may
+    end in "+flip" (e.g. "default+flip"): test-time flip averaging, 4 forward passes (`loading.TTA_FLIPS`); the
+    segmenter's name then says so, and with it every row's provenance.
     """
     from retsam_core.classical import ClassicalSegmenter
 
+    tta = "none"
+    if spec and "+" in spec and spec.rsplit("+", 1)[1] in ("none", "flip"):
+        spec, tta = spec.rsplit("+", 1)
+        if spec == "classical":
+            raise ValueError("test-time augmentation applies to a learned segmenter, not the classical one")
     if spec == "classical":
         return ClassicalSegmenter()
     if spec in (None, "", "default", "learned"):
@@ -55,7 +62,7 @@ def load_segmenter(spec: str | None = None, device: str | None = None) -> Segmen
             return ClassicalSegmenter()
         from retsam_core.model.loading import LearnedSegmenter
 
-        learned = LearnedSegmenter.from_uri(str(path), device=device)
+        learned = LearnedSegmenter.from_uri(str(path), device=device, tta=tta)
         if spec == "learned":
             return learned
         from retsam_core.hybrid import HybridSegmenter
@@ -63,4 +70,4 @@ def load_segmenter(spec: str | None = None, device: str | None = None) -> Segmen
         return HybridSegmenter(learned, learned.card)
     from retsam_core.model.loading import LearnedSegmenter
 
-    return LearnedSegmenter.from_uri(spec, device=device)
+    return LearnedSegmenter.from_uri(spec, device=device, tta=tta)

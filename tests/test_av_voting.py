@@ -1,10 +1,15 @@
-"""Artery/vein labels are decided per centreline segment: a vessel does not flip class between junctions."""
+"""Artery/vein labels are decided per centreline segment: a vessel does not flip class between junctions, and a
+segment with a weak vote takes the class its junctions imply (bifurcation: the parent's; crossing: the arm it
+continues, opposite to the vessel it crosses)."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
-from retsam_core.model.av_voting import segment_votes
+from retsam_core.model.av_voting import AVGraphConfig, segment_votes
+
+ALONE = AVGraphConfig(coupling=0.0)  # each segment decided by its own vote
 
 
 def _crossing():
@@ -41,3 +46,58 @@ def test_empty_and_tiny_maps():
     dot[8, 8] = True
     a, v = segment_votes(dot, np.full((16, 16), 0.9), np.full((16, 16), 0.1))
     assert a[8, 8] and not v.any()
+
+
+def _draw(shape, lines, thickness=5):
+    m = np.zeros(shape, np.uint8)
+    for p, q in lines:
+        cv2.line(m, p, q, 1, thickness)
+    return m.astype(bool)
+
+
+def test_weak_branch_takes_its_parents_class_at_a_bifurcation():
+    """A trunk splitting in two; one branch's own vote leans slightly to vein (a faint artery)."""
+    S = 512
+    trunk = _draw((S, S), [((256, 480), (256, 260))])
+    strong = _draw((S, S), [((256, 260), (120, 60))])
+    weak = _draw((S, S), [((256, 260), (330, 190))])
+    vessel = trunk | strong | weak
+    pa = np.where(trunk | strong, 0.8, 0.45).astype(np.float32)
+    pv = np.where(trunk | strong, 0.2, 0.55).astype(np.float32)
+    tip = np.zeros_like(vessel)
+    tip[190:215, 305:335] = True  # the far end of the weak branch, away from the junction
+    artery, vein = segment_votes(vessel, pa, pv)
+    assert not (artery & vein).any() and np.array_equal(artery | vein, vessel)
+    assert artery[weak & tip].all(), "the weak branch joins the artery it branches from"
+    a0, v0 = segment_votes(vessel, pa, pv, ALONE)
+    assert v0[weak & tip].all(), "on its own vote the branch would be a vein"
+
+
+def test_crossing_keeps_a_vein_arm_a_vein_and_opposite_to_the_artery():
+    """An artery crosses a vein; one arm of the vein looks slightly arterial on its own."""
+    S = 512
+    art = _draw((S, S), [((40, 250), (470, 270))])
+    vein_up = _draw((S, S), [((250, 30), (258, 260))])
+    vein_down = _draw((S, S), [((258, 260), (266, 480))])
+    vessel = art | vein_up | vein_down
+    pa = np.where(art, 0.8, np.where(vein_up, 0.2, 0.53)).astype(np.float32)
+    pv = 1 - pa
+    far = np.zeros_like(vessel)
+    far[380:, :] = True
+    artery, vein = segment_votes(vessel, pa, pv)
+    assert vein[vein_down & far].all(), "the lower arm continues the vein across the crossing"
+    assert artery[art & ~_draw((S, S), [((258, 200), (258, 320))], 60)].all()
+    a0, v0 = segment_votes(vessel, pa, pv, ALONE)
+    assert a0[vein_down & far].all(), "on its own vote the lower arm would be an artery"
+
+
+def test_crossing_on_a_smaller_canvas():
+    """Distances are per 1024 px canvas and scale with the side: the crossing still resolves at 256 px."""
+    S = 256
+    art = _draw((S, S), [((20, 125), (235, 135))], 3)
+    vein_up = _draw((S, S), [((125, 15), (129, 130))], 3)
+    vein_down = _draw((S, S), [((129, 130), (133, 240))], 3)
+    vessel = art | vein_up | vein_down
+    pa = np.where(art, 0.8, np.where(vein_up, 0.2, 0.53)).astype(np.float32)
+    artery, vein = segment_votes(vessel, pa, 1 - pa)
+    assert vein[vein_down & (np.arange(S)[:, None] > 190)].all()

@@ -168,3 +168,27 @@ def test_lesion_operating_point_applies_only_points_within_the_bar(tmp_path):
     assert card["thresholds"] == {"microaneurysm": 0.7}  # the failing head is back to the plain threshold
     assert card["postprocess"] == {"cup_inside_disc": True, "min_component_px": {"microaneurysm": 4}}
     assert card["lesion_operating_point"]["per_target"]["hemorrhage"]["applied"] is False
+
+
+def test_flip_tta_is_flip_equivariant_and_named(tmp_path):
+    """Flip averaging makes the output commute with flips (a plain random network does not), the fovea point is
+    mirrored back, and the spec suffix reaches the segmenter's name (every row's provenance)."""
+    p = tmp_path / "w.safetensors"
+    save_weights(tiny_model(), p, _card(untrained=()))
+    plain = load_segmenter(str(p))
+    tta = load_segmenter(f"{p}+flip")
+    assert tta.tta == "flip" and tta.info.name == "retsam-test+flip" and plain.info.name == "retsam-test"
+    x = np.random.default_rng(1).integers(0, 255, (1, 64, 64, 3), dtype=np.uint8)
+    xh = x[:, :, ::-1].copy()
+    for seg, equivariant in ((tta, True), (plain, False)):
+        a, b = seg.probabilities(x).astype(np.float32), seg.probabilities(xh).astype(np.float32)
+        assert np.allclose(a[..., ::-1], b, atol=2e-3) == equivariant
+    tta.probabilities(x)
+    fx = tta._last_fovea.clone()
+    tta.probabilities(xh)
+    assert torch.allclose(tta._last_fovea[:, 0], 1 - fx[:, 0], atol=1e-4)
+    assert torch.allclose(tta._last_fovea[:, 1], fx[:, 1], atol=1e-4)
+    with pytest.raises(ValueError, match="learned"):
+        load_segmenter("classical+flip")
+    with pytest.raises(ValueError, match="test-time"):
+        LearnedSegmenter(tiny_model(), _card(), tta="rotate")

@@ -1,37 +1,152 @@
-"""Artery or vein per vessel segment, not per pixel.
+"""Artery or vein per vessel segment, not per pixel, with the junctions between segments as evidence.
 
 A vessel is an artery or a vein along its whole length between two junctions, but per-pixel probabilities flip
 along it (central reflex, crossings, low contrast), which breaks a vessel into short alternating pieces: calibre
-summaries (CRAE/CRVE) then find too few long vessels of each class in zone B. Here the vessel map is skeletonized,
-cut at branch and crossing points into segments, each segment takes the class its pixels vote for (mean of
-p_artery - p_vein along the centreline), and every vessel pixel takes the class of its nearest segment.
+summaries (CRAE/CRVE) then find too few long vessels of each class in zone B. So the vessel map is traced into
+centreline segments (`biomarkers.skeleton.build_graph`: junction clusters merged, spurs pruned), and each segment
+votes with the sum of p_artery - p_vein along its centreline.
+
+A short or faint segment's own vote is weak; its neighbours are evidence too. At a bifurcation every arm has the
+parent's class; at a crossing the arms that continue each other in direction are one vessel, and the two vessels
+that cross are an artery and a vein (retinal arteries cross veins, not arteries). Those couplings and the votes
+are combined by mean-field iteration on the segment graph. Every vessel pixel then takes the class of its
+nearest centreline. `AVGraphConfig` was chosen on the HRF-AV training images (docs/model_eval/known_gaps.md).
 """
 
 from __future__ import annotations
 
-import cv2
+from dataclasses import dataclass, replace
+
 import numpy as np
 from scipy import ndimage
-from skimage.morphology import skeletonize
+
+from retsam_core.biomarkers.skeleton import build_graph
 
 
-def segment_votes(vessel: np.ndarray, p_artery: np.ndarray, p_vein: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class AVGraphConfig:
+    """Distances are in pixels of a 1024 px canvas and scale with the canvas side."""
+
+    coupling: float = 0.5  # junction coupling per centreline pixel of the shorter arm (0: each segment alone)
+    crossing_opposition: float = 0.5  # weight of "the other class" between the two vessels of a crossing
+    continuation_cos: float = -0.5  # arms whose outward directions have a cosine below this continue each other
+    arm_radius_px: float = 10.0  # centreline within this distance of a junction gives an arm's direction
+    bridge_px: float = 12.0  # junctions joined by a segment this short are one crossing seen as two bifurcations
+    beta: float = 0.05  # mean-field inverse temperature, per unit of vote (margin x pixels)
+    iterations: int = 30
+
+
+def segment_votes(vessel: np.ndarray, p_artery: np.ndarray, p_vein: np.ndarray,
+                  cfg: AVGraphConfig = AVGraphConfig()) -> tuple[np.ndarray, np.ndarray]:
     """`vessel` (H, W) bool, probabilities (H, W) -> (artery, vein) bool masks that partition `vessel`."""
     vessel = np.asarray(vessel, bool)
+    margin = np.asarray(p_artery, np.float32) - np.asarray(p_vein, np.float32)
     if not vessel.any():
         return vessel.copy(), vessel.copy()
-    margin = p_artery.astype(np.float32) - p_vein.astype(np.float32)
-    skel = skeletonize(vessel)
-    neighbours = cv2.filter2D(skel.astype(np.uint8), -1, np.ones((3, 3), np.float32), borderType=cv2.BORDER_CONSTANT)
-    junction = skel & (neighbours >= 4)  # the pixel itself + 3 or more skeleton neighbours
-    cut = skel & ~cv2.dilate(junction.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    n, labels = cv2.connectedComponents(cut.astype(np.uint8), connectivity=8)
-    if n <= 1:  # no centreline left (tiny blobs): fall back to the pixel's own vote
+    g = build_graph(vessel)
+    if not g.paths:  # no centreline (tiny blobs): each pixel votes for itself
         return vessel & (margin > 0), vessel & (margin <= 0)
-    votes = np.bincount(labels[cut], weights=margin[cut], minlength=n)  # sum of margins per segment
-    is_artery = votes > 0
-    # every vessel pixel joins its nearest centreline segment
-    _, (iy, ix) = ndimage.distance_transform_edt(labels == 0, return_indices=True)
-    nearest = labels[iy, ix]
+    pix = [np.rint(p).astype(np.int64) for p in g.paths]
+    votes = np.array([margin[r[:, 0], r[:, 1]].sum() for r in pix], np.float64)
+    lengths = np.array([len(r) for r in pix], np.float64)
+    scale = vessel.shape[0] / 1024
+    cfg = replace(cfg, arm_radius_px=cfg.arm_radius_px * scale, bridge_px=cfg.bridge_px * scale)
+    couplings = junction_couplings(g.paths, g.ends, g.node_rc, g.node_degree, lengths, cfg) if cfg.coupling > 0 else {}
+    is_artery = mean_field(votes, couplings, cfg) > 0
+    label = np.zeros(vessel.shape, np.int32)  # 1 + segment index on the centreline
+    for i in np.argsort(lengths):  # at shared junction pixels the longer segment wins
+        label[pix[i][:, 0], pix[i][:, 1]] = i + 1
+    _, (iy, ix) = ndimage.distance_transform_edt(label == 0, return_indices=True)
+    nearest = label[iy, ix] - 1
     artery = vessel & is_artery[nearest]
     return artery, vessel & ~artery
+
+
+def junction_couplings(paths: list[np.ndarray], ends: np.ndarray, node_rc: np.ndarray, node_degree: np.ndarray,
+                       lengths: np.ndarray, cfg: AVGraphConfig) -> dict[tuple[int, int], float]:
+    """{(i, j): weight}: > 0 when segments i and j should share a class, < 0 when they should differ."""
+    node = _bridged_nodes(ends, node_degree, lengths, cfg.bridge_px)
+    arms: dict[int, list[tuple[int, int]]] = {}  # node -> [(segment, which end)]
+    for i, (a, b) in enumerate(ends):
+        if node[a] == node[b] and lengths[i] <= cfg.bridge_px and node_degree[a] >= 3 and node_degree[b] >= 3:
+            continue  # the bridge inside a merged crossing
+        for end, n in ((0, a), (1, b)):
+            arms.setdefault(int(node[n]), []).append((i, end))
+    centre = _node_centres(node, node_rc)
+    out: dict[tuple[int, int], float] = {}
+
+    def couple(i: int, j: int, w: float) -> None:
+        if i != j:
+            key = (min(i, j), max(i, j))
+            out[key] = out.get(key, 0.0) + w * cfg.coupling * min(lengths[i], lengths[j])
+
+    for n, inc in arms.items():
+        segs = sorted({i for i, _ in inc})
+        if len(segs) in (2, 3):  # a path through, or a bifurcation: one class
+            for k, i in enumerate(segs):
+                for j in segs[k + 1:]:
+                    couple(i, j, 1.0)
+        elif len(segs) >= 4:  # a crossing: pair the arms that continue each other
+            d = {i: _arm_direction(paths[i], end, centre[n], cfg.arm_radius_px) for i, end in inc}
+            cands = sorted((float(d[i] @ d[j]), i, j) for k, i in enumerate(segs) for j in segs[k + 1:])
+            vessels, used = [], set()
+            for cos, i, j in cands:
+                if cos < cfg.continuation_cos and not {i, j} & used:
+                    used |= {i, j}
+                    vessels.append((i, j))
+                    couple(i, j, 1.0)
+            for k, v1 in enumerate(vessels):
+                for v2 in vessels[k + 1:]:
+                    for i in v1:
+                        for j in v2:
+                            couple(i, j, -cfg.crossing_opposition)
+    return out
+
+
+def mean_field(votes: np.ndarray, couplings: dict[tuple[int, int], float], cfg: AVGraphConfig) -> np.ndarray:
+    """Local field per segment (> 0: artery) after mean-field iteration of votes + couplings."""
+    field = votes.copy()
+    if not couplings:
+        return field
+    pairs = np.array(list(couplings), np.int64)
+    w = np.array(list(couplings.values()))
+    m = np.tanh(cfg.beta * votes)
+    for _ in range(cfg.iterations):
+        field = votes.copy()
+        np.add.at(field, pairs[:, 0], w * m[pairs[:, 1]])
+        np.add.at(field, pairs[:, 1], w * m[pairs[:, 0]])
+        m = np.tanh(cfg.beta * field)
+    return field
+
+
+def _bridged_nodes(ends: np.ndarray, node_degree: np.ndarray, lengths: np.ndarray, bridge_px: float) -> np.ndarray:
+    """Node -> representative node, junctions joined by a short segment merged (union-find)."""
+    parent = np.arange(len(node_degree))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for i, (a, b) in enumerate(ends):
+        if lengths[i] <= bridge_px and node_degree[a] >= 3 and node_degree[b] >= 3:
+            parent[find(int(a))] = find(int(b))
+    return np.array([find(int(n)) for n in range(len(parent))], np.int64)
+
+
+def _node_centres(node: np.ndarray, node_rc: np.ndarray) -> np.ndarray:
+    """Mean position of the nodes merged into each representative."""
+    cnt = np.bincount(node, minlength=len(node)).astype(np.float64)
+    r = np.bincount(node, node_rc[:, 0], minlength=len(node)) / np.maximum(cnt, 1)
+    c = np.bincount(node, node_rc[:, 1], minlength=len(node)) / np.maximum(cnt, 1)
+    return np.stack([r, c], 1)
+
+
+def _arm_direction(path: np.ndarray, end: int, centre: np.ndarray, radius: float) -> np.ndarray:
+    """Unit vector from a junction towards an arm, from the arm's centreline points near that junction."""
+    pts = path if end == 0 else path[::-1]
+    d = np.hypot(*(pts - centre).T)
+    near = pts[d <= radius] if (d <= radius).any() else pts[: min(len(pts), 3)]
+    v = near.mean(0) - centre
+    return v / (np.linalg.norm(v) + 1e-9)
