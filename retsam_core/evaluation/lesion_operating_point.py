@@ -40,7 +40,7 @@ def _count_components(mask: np.ndarray, min_area: int) -> int:
 
 def _soft_maps(seg, path: Path, targets: list[str], canvas: int):
     pre = load_canvas(path, canvas)
-    probs = seg.probabilities(pre.image[None])[0].astype(np.float32)
+    probs = seg.probabilities(pre.image[None], pre.fov[None])[0].astype(np.float32)
     ch = list(seg.model.channels)
     return pre, {t: probs[ch.index(t)] * pre.fov for t in targets}
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from retsam_core.biomarkers.layout import drop_specks, largest_component
+from retsam_core.intensity import standardise_intensity
 from retsam_core.model.av_voting import segment_votes
 from retsam_core.model.network import ModelConfig, RetSAMNet
 from retsam_core.segmenter import SegmenterInfo
@@ -152,12 +153,17 @@ class LearnedSegmenter:
         return cls(model, card, device, tta=tta)
 
     @torch.no_grad()
-    def _forward(self, images: np.ndarray) -> torch.Tensor:
-        """(N, S, S, 3) uint8 canvases -> (N, C, R, R) float32 probabilities on the device (bf16 autocast on a GPU)."""
+    def _forward(self, images: np.ndarray, fovs: np.ndarray | None = None) -> torch.Tensor:
+        """(N, S, S, 3) uint8 canvases -> (N, C, R, R) float32 probabilities on the device (bf16 autocast on a GPU).
+        `fovs` (N, S, S) bool: needed by a model that standardises its input (else: the canvas's non-black pixels)."""
         R = self.model.cfg.resolution
         S = images.shape[1]
         small = np.stack([img if S == R else cv2.resize(img, (R, R), interpolation=cv2.INTER_AREA if S > R else cv2.INTER_LINEAR)
                           for img in images])
+        if self.model.cfg.standardise_input:
+            fovs = np.asarray(fovs, bool) if fovs is not None else images.any(axis=-1)
+            small = np.stack([standardise_intensity(img, f if S == R else cv2.resize(f.astype(np.uint8), (R, R), interpolation=cv2.INTER_NEAREST) > 0)
+                              for img, f in zip(small, fovs)])
         x = self.model.normalise(torch.from_numpy(small).to(self.device).permute(0, 3, 1, 2))
         flips = TTA_FLIPS[self.tta]
         probs, fovea = None, None
@@ -178,9 +184,9 @@ class LearnedSegmenter:
         self.last_probabilities = probs.half().cpu().numpy() if self.keep_probabilities else None
         return probs
 
-    def probabilities(self, images: np.ndarray) -> np.ndarray:
+    def probabilities(self, images: np.ndarray, fovs: np.ndarray | None = None) -> np.ndarray:
         """(N, S, S, 3) uint8 canvases -> (N, C, R, R) float16 probabilities at the model resolution R."""
-        return self._forward(images).half().cpu().numpy()
+        return self._forward(images, fovs).half().cpu().numpy()
 
     def _postprocess(self, masks: dict[str, np.ndarray]) -> None:
         """Priors from the card: smallest kept lesion component, one optic disc (largest component), cup inside
@@ -223,7 +229,7 @@ class LearnedSegmenter:
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"images must be (N, S, S, 3) uint8, got {images.shape}")
         S = images.shape[1]
-        probs = self._forward(images)
+        probs = self._forward(images, fovs)
         targets = [t for t in self.info.provides if t in self.emit and t != "fovea"]
         hard = self._host_maps(probs, targets, S, binary=True) if targets else None
         with_av = "artery" in targets and "vein" in targets

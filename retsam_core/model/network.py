@@ -39,6 +39,7 @@ class ModelConfig:
     enc_blocks: tuple[int, ...] = (1, 1, 1, 2, 1)
     dec_channels: tuple[int, ...] = (64, 48, 32, 16)  # decoder widths, deepest skip first
     fovea_head: bool = True
+    standardise_input: bool = False  # canvases pass through intensity.standardise_intensity (training and inference)
     swin_name: str = "swin_base_patch4_window7_224"  # base variant only
     task_groups: dict = field(default_factory=lambda: {k: list(v) for k, v in TASK_GROUPS.items()})
 

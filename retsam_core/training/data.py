@@ -21,6 +21,7 @@ import torch
 
 from retsam_core.datasets.cache import build_one, cache_path, load_cached
 from retsam_core.datasets.readers import DATASETS, get_reader
+from retsam_core.intensity import standardise_intensity
 from retsam_core.model.network import MEAN, STD
 
 
@@ -73,9 +74,10 @@ def _cached_dicts(cache_dir, datasets, split, root, limit, cache_size, ids=None)
 
 
 def load_records(cache_dir, datasets, split, res, root=None, limit=None, cache_size=1024, ids=None,
-                 bundle_dir=None) -> list[Record]:
+                 bundle_dir=None, standardise=False) -> list[Record]:
     """Records for `datasets`/`split` at resolution `res`: from a portable bundle when `bundle_dir` is given
-    (see `datasets.bundle`), else from the canvas cache (built from the shared datasets on first use)."""
+    (see `datasets.bundle`), else from the canvas cache (built from the shared datasets on first use).
+    `standardise`: images through `intensity.standardise_intensity`, as the model's inference will do."""
     if bundle_dir is not None:
         from retsam_core.datasets.bundle import read_bundle
 
@@ -85,6 +87,8 @@ def load_records(cache_dir, datasets, split, res, root=None, limit=None, cache_s
     out = []
     for name, id_, d in found:
         img, fov, labels, ignore = resize_cached(d, res)
+        if standardise:
+            img = standardise_intensity(img, fov)
         out.append(Record(name, id_, img, fov, labels, ignore))
     return out
 

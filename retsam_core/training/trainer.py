@@ -357,12 +357,13 @@ def run_training(cfg: TrainConfig, *, wrap_model=None, is_main=True, report=None
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     res = cfg.model.resolution
     records = load_records(cfg.cache_dir, cfg.datasets, "train", res, root=cfg.data_root, limit=cfg.limit_images,
-                           bundle_dir=cfg.bundle_dir)
+                           bundle_dir=cfg.bundle_dir, standardise=cfg.model.standardise_input)
     if cfg.healthy_negatives:
         lesions = [c for c in cfg.model.task_groups.get("lesions", ())
                    if any(c in DATASETS[d].annotated for d in cfg.datasets if d in DATASETS)]
         log(f"healthy eyes: {add_healthy_negatives(records, lesions)} all-background lesion labels ({', '.join(lesions)})")
-    log(f"loaded {len(records)} training records at {res}px: {records_summary(records)}")
+    log(f"loaded {len(records)} training records at {res}px{' (intensity standardised)' if cfg.model.standardise_input else ''}: "
+        f"{records_summary(records)}")
     last = None
     experts = {}
     for stage in STAGE_ORDER:
