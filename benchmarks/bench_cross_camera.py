@@ -6,6 +6,8 @@
   python benchmarks/bench_cross_camera.py --target vessel ... --reference hrf_av+wide-aug=runs/crosscam/hrf-only-wideaug.safetensors
   python benchmarks/bench_cross_camera.py --target optic_disc \
       --model drishti_gs1=runs/crosscam/drishti-only.safetensors --model idrid=runs/crosscam/idrid-only.safetensors
+  python benchmarks/bench_cross_camera.py --target optic_disc --json docs/model_eval/cross_camera_optic_disc_standardised.json \
+      --model drishti_gs1=runs/crosscam/drishti-only-std.safetensors --model idrid=runs/crosscam/idrid-only-std.safetensors
 
 Every `--model DATASET=WEIGHTS` was trained on DATASET's training split alone (`jobs/configs/crosscam-*-cpu.json`:
 same architecture, recipe and budget). Each model is scored on the target's test split of every dataset that labels

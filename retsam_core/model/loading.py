@@ -28,7 +28,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_NAME = "retsam-small"
 FOVEA_RADIUS_FRAC = 0.02  # fovea disc radius as a fraction of the canvas side
 # Test-time augmentation: the flips whose probabilities are averaged (dims of an (N, C, H, W) tensor). "flip"
-# costs 4 forward passes for about +0.5 vessel and +1 artery/vein DSC points (docs/model_eval/known_gaps.md).
+# costs 4 forward passes for about +0.5 vessel and +0.3 artery/vein DSC points (docs/model_eval/known_gaps.md).
 TTA_FLIPS: dict[str, tuple[tuple[int, ...], ...]] = {"none": ((),), "flip": ((), (3,), (2,), (2, 3))}
 
 
@@ -133,7 +133,8 @@ class LearnedSegmenter:
         self._last_fovea = None
         self.thresholds = {c: float(card.get("thresholds", {}).get(c, threshold)) for c in channels}
         self.info = SegmenterInfo(
-            name=card.get("name", DEFAULT_NAME) + ("" if tta == "none" else f"+{tta}"), version=str(card.get("version", "0")), weights_hash=card.get("sha256", ""),
+            name=card.get("name", DEFAULT_NAME) + ("" if tta == "none" else f"+{tta}"),
+            version=str(card.get("version", "0")), weights_hash=card.get("sha256", ""),
             resolution=model.cfg.resolution, provides=tuple(provides), untrained=tuple(flagged),
         )
         self.emit: set[str] = set(provides)
@@ -162,8 +163,9 @@ class LearnedSegmenter:
                           for img in images])
         if self.model.cfg.standardise_input:
             fovs = np.asarray(fovs, bool) if fovs is not None else images.any(axis=-1)
-            small = np.stack([standardise_intensity(img, f if S == R else cv2.resize(f.astype(np.uint8), (R, R), interpolation=cv2.INTER_NEAREST) > 0)
-                              for img, f in zip(small, fovs)])
+            if S != R:
+                fovs = np.stack([cv2.resize(f.astype(np.uint8), (R, R), interpolation=cv2.INTER_NEAREST) > 0 for f in fovs])
+            small = np.stack([standardise_intensity(img, f) for img, f in zip(small, fovs)])
         x = self.model.normalise(torch.from_numpy(small).to(self.device).permute(0, 3, 1, 2))
         flips = TTA_FLIPS[self.tta]
         probs, fovea = None, None
