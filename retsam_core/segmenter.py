@@ -46,10 +46,13 @@ def load_segmenter(spec: str | None = None, device: str | None = None) -> Segmen
     from retsam_core.classical import ClassicalSegmenter
 
     tta = "none"
-    if spec and "+" in spec and spec.rsplit("+", 1)[1] in ("none", "flip"):
-        spec, tta = spec.rsplit("+", 1)
-        if spec == "classical":
-            raise ValueError("test-time augmentation applies to a learned segmenter, not the classical one")
+    if spec and "+" in spec:
+        from retsam_core.model.loading import TTA_FLIPS
+
+        if spec.rsplit("+", 1)[1] in TTA_FLIPS:
+            spec, tta = spec.rsplit("+", 1)
+            if spec == "classical":
+                raise ValueError("test-time augmentation applies to a learned segmenter, not the classical one")
     if spec == "classical":
         return ClassicalSegmenter()
     if spec in (None, "", "default", "learned"):

@@ -73,31 +73,35 @@ def test_weak_branch_takes_its_parents_class_at_a_bifurcation():
     assert v0[weak & tip].all(), "on its own vote the branch would be a vein"
 
 
-def test_crossing_keeps_a_vein_arm_a_vein_and_opposite_to_the_artery():
-    """An artery crosses a vein; one arm of the vein looks slightly arterial on its own."""
-    S = 512
-    art = _draw((S, S), [((40, 250), (470, 270))])
-    vein_up = _draw((S, S), [((250, 30), (258, 260))])
-    vein_down = _draw((S, S), [((258, 260), (266, 480))])
-    vessel = art | vein_up | vein_down
+def _artery_crossing_a_vein(S, thickness):
+    """An artery crosses a vein (drawn for 512 px, scaled to S); the lower arm of the vein looks slightly arterial
+    on its own. Returns the three vessels and p_artery (p_vein = 1 - p_artery)."""
+    k = S / 512
+
+    def line(p, q):
+        return _draw((S, S), [(tuple(round(v * k) for v in p), tuple(round(v * k) for v in q))], thickness)
+
+    art, vein_up, vein_down = line((40, 250), (470, 270)), line((250, 30), (258, 260)), line((258, 260), (266, 480))
     pa = np.where(art, 0.8, np.where(vein_up, 0.2, 0.53)).astype(np.float32)
-    pv = 1 - pa
+    return art, vein_up, vein_down, pa
+
+
+def test_crossing_keeps_a_vein_arm_a_vein_and_opposite_to_the_artery():
+    S = 512
+    art, vein_up, vein_down, pa = _artery_crossing_a_vein(S, 5)
+    vessel = art | vein_up | vein_down
     far = np.zeros_like(vessel)
     far[380:, :] = True
-    artery, vein = segment_votes(vessel, pa, pv)
+    artery, vein = segment_votes(vessel, pa, 1 - pa)
     assert vein[vein_down & far].all(), "the lower arm continues the vein across the crossing"
     assert artery[art & ~_draw((S, S), [((258, 200), (258, 320))], 60)].all()
-    a0, v0 = segment_votes(vessel, pa, pv, ALONE)
+    a0, v0 = segment_votes(vessel, pa, 1 - pa, ALONE)
     assert a0[vein_down & far].all(), "on its own vote the lower arm would be an artery"
 
 
 def test_crossing_on_a_smaller_canvas():
     """Distances are per 1024 px canvas and scale with the side: the crossing still resolves at 256 px."""
     S = 256
-    art = _draw((S, S), [((20, 125), (235, 135))], 3)
-    vein_up = _draw((S, S), [((125, 15), (129, 130))], 3)
-    vein_down = _draw((S, S), [((129, 130), (133, 240))], 3)
-    vessel = art | vein_up | vein_down
-    pa = np.where(art, 0.8, np.where(vein_up, 0.2, 0.53)).astype(np.float32)
-    artery, vein = segment_votes(vessel, pa, 1 - pa)
+    art, vein_up, vein_down, pa = _artery_crossing_a_vein(S, 3)
+    artery, vein = segment_votes(art | vein_up | vein_down, pa, 1 - pa)
     assert vein[vein_down & (np.arange(S)[:, None] > 190)].all()

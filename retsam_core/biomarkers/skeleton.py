@@ -73,7 +73,7 @@ def build_graph(mask: np.ndarray) -> VesselGraph:
         ((node_deg[end_a] == 1) & (node_deg[end_b] >= 3)) | ((node_deg[end_b] == 1) & (node_deg[end_a] >= 3))
     )
     junc_node = np.where(node_deg[end_a] >= 3, end_a, end_b)
-    jpos = _node_positions(coords, label)
+    jpos = node_positions(coords, label)
     jr = np.clip(np.rint(jpos[junc_node]).astype(np.int64), 0, None)
     jw = width[np.minimum(jr[:, 0], mask.shape[0] - 1), np.minimum(jr[:, 1], mask.shape[1] - 1)]
     spur &= seg_len < np.maximum(3.0, jw)
@@ -94,8 +94,8 @@ def _degrees(ends: np.ndarray, n_nodes: int) -> np.ndarray:
     return np.bincount(ends.ravel(), minlength=n_nodes) if len(ends) else np.zeros(n_nodes, np.int64)
 
 
-def _node_positions(coords: np.ndarray, label: np.ndarray) -> np.ndarray:
-    """Mean pixel position of each merged node."""
+def node_positions(coords: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """Mean position of the points given each label (merged nodes: their pixels, or nodes merged further)."""
     n = label.max() + 1
     cnt = np.bincount(label, minlength=n).astype(np.float64)
     r = np.bincount(label, coords[:, 0], minlength=n) / np.maximum(cnt, 1)

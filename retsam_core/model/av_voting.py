@@ -18,9 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, sparse
+from scipy.sparse.csgraph import connected_components
 
-from retsam_core.biomarkers.skeleton import build_graph
+from retsam_core.biomarkers.skeleton import build_graph, node_positions
 
 
 @dataclass(frozen=True)
@@ -65,14 +66,16 @@ def segment_votes(vessel: np.ndarray, p_artery: np.ndarray, p_vein: np.ndarray,
 def junction_couplings(paths: list[np.ndarray], ends: np.ndarray, node_rc: np.ndarray, node_degree: np.ndarray,
                        lengths: np.ndarray, cfg: AVGraphConfig) -> dict[tuple[int, int], float]:
     """{(i, j): weight}: > 0 when segments i and j should share a class, < 0 when they should differ."""
-    node = _bridged_nodes(ends, node_degree, lengths, cfg.bridge_px)
+    # a crossing seen as two close bifurcations: junctions joined by a short segment become one node
+    bridge = (lengths <= cfg.bridge_px) & (node_degree[ends[:, 0]] >= 3) & (node_degree[ends[:, 1]] >= 3)
+    n_nodes = len(node_degree)
+    links = sparse.coo_matrix((np.ones(int(bridge.sum())), (ends[bridge, 0], ends[bridge, 1])), shape=(n_nodes, n_nodes))
+    _, node = connected_components(links, directed=False)
     arms: dict[int, list[tuple[int, int]]] = {}  # node -> [(segment, which end)]
-    for i, (a, b) in enumerate(ends):
-        if node[a] == node[b] and lengths[i] <= cfg.bridge_px and node_degree[a] >= 3 and node_degree[b] >= 3:
-            continue  # the bridge inside a merged crossing
-        for end, n in ((0, a), (1, b)):
-            arms.setdefault(int(node[n]), []).append((i, end))
-    centre = _node_centres(node, node_rc)
+    for i in np.flatnonzero(~bridge):
+        for end in (0, 1):
+            arms.setdefault(int(node[ends[i, end]]), []).append((int(i), end))
+    centre = node_positions(node_rc, node)
     out: dict[tuple[int, int], float] = {}
 
     def couple(i: int, j: int, w: float) -> None:
@@ -117,30 +120,6 @@ def mean_field(votes: np.ndarray, couplings: dict[tuple[int, int], float], cfg: 
         np.add.at(field, pairs[:, 1], w * m[pairs[:, 0]])
         m = np.tanh(cfg.beta * field)
     return field
-
-
-def _bridged_nodes(ends: np.ndarray, node_degree: np.ndarray, lengths: np.ndarray, bridge_px: float) -> np.ndarray:
-    """Node -> representative node, junctions joined by a short segment merged (union-find)."""
-    parent = np.arange(len(node_degree))
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for i, (a, b) in enumerate(ends):
-        if lengths[i] <= bridge_px and node_degree[a] >= 3 and node_degree[b] >= 3:
-            parent[find(int(a))] = find(int(b))
-    return np.array([find(int(n)) for n in range(len(parent))], np.int64)
-
-
-def _node_centres(node: np.ndarray, node_rc: np.ndarray) -> np.ndarray:
-    """Mean position of the nodes merged into each representative."""
-    cnt = np.bincount(node, minlength=len(node)).astype(np.float64)
-    r = np.bincount(node, node_rc[:, 0], minlength=len(node)) / np.maximum(cnt, 1)
-    c = np.bincount(node, node_rc[:, 1], minlength=len(node)) / np.maximum(cnt, 1)
-    return np.stack([r, c], 1)
 
 
 def _arm_direction(path: np.ndarray, end: int, centre: np.ndarray, radius: float) -> np.ndarray:
