@@ -35,6 +35,7 @@ def run(segmenter: str = "learned", data_root: str | None = None, canvas: int = 
 
     seg = load_segmenter(segmenter)
     reader = get_reader("hrf_av", data_root)
+    canvas = seg.info.canvas_side(reader.field_angle_deg, canvas)  # an angular-scale model's own canvas for HRF
     rows = []
     for id_ in reader.ids("test"):
         sample = reader.load("test", id_)
@@ -44,7 +45,7 @@ def run(segmenter: str = "learned", data_root: str | None = None, canvas: int = 
         expert |= {t: pred[t] for t in ("optic_disc", "fovea") if t in pred}
         row = {"id": id_}
         for name, masks in (("model", pred), ("expert", expert)):
-            scale = estimate_scale(pre.fov, masks, field_angle_deg=45.0)  # HRF: Canon CR-1, 45 degrees
+            scale = estimate_scale(pre.fov, masks, field_angle_deg=reader.field_angle_deg)
             res = compute_biomarkers(masks, pre.fov, scale, image=pre.image, provided=list(masks))
             row |= {f"{name}_{k}": res.values.get(k) for k in KEYS}
         rows.append(row)

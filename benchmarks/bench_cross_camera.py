@@ -35,9 +35,11 @@ TEST_SETS = {"vessel": ("chase_db1", "hrf_av"), "optic_disc": ("drishti_gs1", "i
 
 def score(segmenter, target: str, dataset: str, limit: int | None = None) -> dict:
     """DSC (and clDice for vessels) of one segmenter's `target` on one test split (the pipeline's 1024 px canvas)."""
+    from retsam_core.datasets.readers import DATASETS
     from retsam_core.evaluation.evaluate import dataset_items, evaluate_items
 
-    res = evaluate_items(segmenter, dataset_items(dataset, "test", limit=limit), [target], title=f"{dataset}/test",
+    side = segmenter.info.canvas_side(DATASETS[dataset].field_angle_deg)  # an angular-scale model's own canvas
+    res = evaluate_items(segmenter, dataset_items(dataset, "test", limit=limit, model_side=side), [target], title=f"{dataset}/test",
                          log=lambda *_: None)
     if target not in res["aggregate"]:
         raise ValueError(f"{segmenter.info.name} does not provide {target}")
@@ -80,8 +82,8 @@ def markdown(out: dict) -> str:
     sets = TEST_SETS[out["target"]]
     lines = [f"# Held-out cameras: {out['target']}", "",
              "`python benchmarks/bench_cross_camera.py`: each row a segmenter (a model trained on one dataset's "
-             "training split alone, or a reference), each column a test split; bold = in-domain. 1024 px canvas, "
-             "threshold 0.5.", "",
+             "training split alone, or a reference), each column a test split; bold = in-domain. Scored on the 1024 px "
+             "canvas, threshold 0.5 (an angular-scale model segments its own canvas for the camera, averaged onto it).", "",
              f"| {out['target']} DSC (median) | " + " | ".join(f"{ds} test" for ds in sets) + " |",
              "|---|" + "---|" * len(sets)]
     for label, row in out["matrix"].items():

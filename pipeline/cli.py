@@ -15,7 +15,7 @@ from pipeline.config import PipelineConfig
 
 # CLI flags that map 1:1 onto PipelineConfig fields
 CONFIG_FLAGS: list[tuple[str, str, type, str]] = [
-    ("--canvas-size", "canvas_size", int, "model canvas side in px (default 1024)"),
+    ("--canvas-size", "canvas_size", int, "model canvas side in px (default 1024; an angular-scale model sets its own from --field-angle-deg)"),
     ("--segmenter", "segmenter", str, "'default', 'learned', 'classical', or a path/URI of .safetensors weights; "
                                        "'+flip' after a learned one: test-time flip averaging (4 passes)"),
     ("--num-gpus", "num_gpus", float, "GPUs per segmentation actor (default 0; never more than the cluster has)"),
@@ -26,7 +26,7 @@ CONFIG_FLAGS: list[tuple[str, str, type, str]] = [
     ("--shard-size", "shard_size", int, "images per commit batch (one images file each)"),
     ("--address", "address", str, "Ray address ('auto' for a running cluster; default: start a local Ray)"),
     ("--local-num-cpus", "local_num_cpus", int, "logical CPUs of the local Ray"),
-    ("--field-angle-deg", "field_angle_deg", float, "camera field angle for mm/px estimates"),
+    ("--field-angle-deg", "field_angle_deg", float, "camera field angle: mm/px estimates, and the canvas side of an angular-scale model"),
     ("--quality-reject-below", "quality_reject_below", float, "mark rows ungradable below this quality score"),
     ("--qc-overlays", "qc_overlays", str, "QC overlay PNGs under OUTPUT/qc/: none, sample (default) or all"),
 ]
@@ -155,12 +155,13 @@ def cmd_segment(args) -> int:
     outdir = Path(args.out)
     outdir.mkdir(parents=True, exist_ok=True)
     seg = load_segmenter(cfg.segmenter, device="cuda" if cfg.num_gpus > 0 else "cpu")
-    limits = DecodeLimits(min_side=cfg.min_side, max_pixels=cfg.max_pixels, target_side=cfg.canvas_size)
+    side = seg.info.canvas_side(cfg.field_angle_deg, cfg.canvas_size)  # an angular-scale model sets its own
+    limits = DecodeLimits(min_side=cfg.min_side, max_pixels=cfg.max_pixels, target_side=side)
     failures = 0
     for f in files:
         try:
             dec = decode_image(f.read_bytes(), limits)
-            pre = preprocess(dec.rgb, cfg.canvas_size, dec.decode_scale, (dec.original_height, dec.original_width))
+            pre = preprocess(dec.rgb, side, dec.decode_scale, (dec.original_height, dec.original_width))
             masks = seg.segment(pre.image[None], pre.fov[None])[0]
         except (ImageError, OSError) as exc:
             failures += 1
@@ -243,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("segment", help="write masks (PNG 0/255, original size) for images; no Ray")
     s.add_argument("inputs", nargs="+", help="image files or folders")
     s.add_argument("--out", required=True)
-    _add_config_args(s, only=("canvas_size", "segmenter", "num_gpus"))
+    _add_config_args(s, only=("canvas_size", "segmenter", "num_gpus", "field_angle_deg"))
     s.set_defaults(func=cmd_segment)
 
     rp = sub.add_parser("reprocess", help="recompute biomarkers from stored masks (no segmentation)")

@@ -12,11 +12,11 @@ from typing import Any
 @dataclass
 class PipelineConfig:
     # Science
-    canvas_size: int = 1024  # model canvas side (px); masks are stored at this size with the geometry
+    canvas_size: int = 1024  # model canvas side (px), unless the model fixes its px per degree; masks stored at the side used
     segmenter: str = "default"  # "default", "learned", "classical", or a path/URI of .safetensors; "+flip": flip TTA
     min_side: int = 64  # decode limits (see retsam_core.image_io.DecodeLimits)
     max_pixels: int = 120_000_000
-    field_angle_deg: float = 45.0  # camera field angle used to estimate mm/px when the manifest has none
+    field_angle_deg: float = 45.0  # camera field angle: mm/px when the manifest has none; an angular-scale model's canvas
     pass_image_to_quantify: bool = True  # hand the canvas (JPEG) to the biomarker stage (quality, colour)
 
     # Resources

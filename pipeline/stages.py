@@ -91,8 +91,6 @@ class SegmentStage:
 
         self.cfg = config
         limit_threads(int(float(config.get("segment_num_cpus") or 1)))
-        self.size = int(config["canvas_size"])
-        self.limits = DecodeLimits(min_side=int(config["min_side"]), max_pixels=int(config["max_pixels"]), target_side=self.size)
         device = "cpu"
         if num_gpus and num_gpus > 0:
             try:
@@ -103,6 +101,9 @@ class SegmentStage:
                 device = "cpu"
         self.device = device
         self.segmenter = load_segmenter(config["segmenter"], device=device)
+        # the canvas side: the configured one, or for an angular-scale segmenter its pixels per degree x the field angle
+        self.size = self.segmenter.info.canvas_side(float(config.get("field_angle_deg") or 45.0), int(config["canvas_size"]))
+        self.limits = DecodeLimits(min_side=int(config["min_side"]), max_pixels=int(config["max_pixels"]), target_side=self.size)
         self.targets = list(self.segmenter.info.provides)
         self.schema = _segment_stage_schema(self.targets)
         self.lookup = load_lookup(lookup_path, fs)

@@ -151,6 +151,7 @@ class HybridSegmenter:
             resolution=li.resolution,
             provides=provides,
             untrained=tuple(t for t in TARGETS if t not in provides),
+            px_per_degree=li.px_per_degree,
         )
 
     def segment(self, images: np.ndarray, fovs: np.ndarray) -> list[dict[str, np.ndarray]]:

@@ -107,6 +107,25 @@ def preprocess(rgb: np.ndarray, size: int, decode_scale: float = 1.0, original_s
     return Preprocessed(image, fov_small, geom)
 
 
+def angular_canvas_side(px_per_degree: float, field_angle_deg: float, multiple: int = 32) -> int:
+    """Canvas side that puts `px_per_degree` canvas pixels on each degree of a camera's `field_angle_deg` field (the
+    canvas spans the field of view): a vessel of a given angular size then covers the same pixels on every camera."""
+    return max(multiple, multiple * round(px_per_degree * field_angle_deg / multiple))
+
+
+def canvas_from_geometry(rgb: np.ndarray, geom: Geometry, size: int, decode_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """The canvas of `geom`'s box cut again at another `size` from (a possibly reduced decode of) the original: the
+    same retina, pixel for pixel aligned with the first canvas, at a finer or coarser sampling. -> (image, fov)."""
+    x0, y0 = round(geom.box_x0 / decode_scale), round(geom.box_y0 / decode_scale)
+    side = round(geom.box_side / decode_scale)
+    canvas = _crop_padded(rgb, x0, y0, side)
+    fov = _crop_padded(detect_fov(rgb).astype(np.uint8), x0, y0, side)
+    image = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA if side > size else cv2.INTER_LINEAR)
+    fov = cv2.resize(fov, (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
+    image[~fov] = 0
+    return image, fov
+
+
 def _crop_padded(arr: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
     """Square crop that pads with zeros where the box leaves the array."""
     out = np.zeros((side, side) + arr.shape[2:], dtype=arr.dtype)

@@ -9,7 +9,14 @@ import skimage.data
 
 from retsam_core.errors import UngradableImage
 from retsam_core.mask_codec import decode_mask, encode_mask
-from retsam_core.preprocess import canvas_mm_per_px, detect_fov, mask_to_original, preprocess
+from retsam_core.preprocess import (
+    angular_canvas_side,
+    canvas_from_geometry,
+    canvas_mm_per_px,
+    detect_fov,
+    mask_to_original,
+    preprocess,
+)
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +76,23 @@ def test_mask_codec_is_lossless_and_compact():
     blob = encode_mask(mask)
     assert np.array_equal(decode_mask(blob), mask)
     assert len(blob) < mask.size / 20
+
+
+def test_canvas_cut_again_at_another_side_is_the_same_retina(retina):
+    """An angular-scale model's canvas is cut from the original over the box of the pipeline's canvas: at the same
+    side it is that canvas; at 1.5x, averaged back down, it lands on the same pixels (a one-pixel shift does not)."""
+    p = preprocess(retina, 512)
+    same, fov = canvas_from_geometry(retina, p.geometry, 512)
+    assert np.array_equal(fov, p.fov) and np.abs(same.astype(int) - p.image).mean() < 0.5
+    fine, fine_fov = canvas_from_geometry(retina, p.geometry, 768)
+    assert fine.shape == (768, 768, 3) and fine[~fine_fov].max() == 0
+    back = cv2.resize(fine, (512, 512), interpolation=cv2.INTER_AREA).astype(int)
+    err = np.abs(back - p.image)[p.fov].mean()
+    shifted = np.abs(np.roll(back, 1, axis=1) - p.image)[p.fov].mean()
+    assert err < 2.0 and err < 0.5 * shifted
+
+
+def test_angular_canvas_side_puts_the_same_pixels_on_a_degree():
+    ppd = 1024 / 30  # CHASE_DB1's canvas: 30 degrees on 1024 px
+    assert [angular_canvas_side(ppd, a) for a in (30, 45, 50)] == [1024, 1536, 1696]
+    assert all(angular_canvas_side(ppd, a) % 32 == 0 for a in range(20, 61))

@@ -9,9 +9,11 @@ import math
 import cv2
 import numpy as np
 import pytest
+import skimage.data
 
 from retsam_core.evaluation.evaluate import evaluate_items, folder_items
 from retsam_core.evaluation.metrics import aupr, binary_metrics, cldice, dice
+from retsam_core.preprocess import mask_to_original, preprocess
 from retsam_core.segmenter import SegmenterInfo
 
 
@@ -126,3 +128,33 @@ def test_model_card_render_flags_untrained():
             "comparison": {"vessel": {"dataset": "chase_db1", "learned_dsc": 0.7, "classical_dsc": 0.6}}}
     md = render(card, None)
     assert "| drusen | — | UNTRAINED" in md and "| vessel | chase_db1 | trained" in md and "uses these weights" in md
+    assert "angular scale" not in md and "standardised" not in md
+    card["architecture"] = {"px_per_degree": 1024 / 30, "standardise_input": True}
+    md = render(card, None)
+    assert "1536 for 45" in md and "standardised" in md  # how the model wants its canvas, said on the card
+
+
+def test_a_canvas_of_another_side_is_scored_on_the_same_ground_truth(tmp_path):
+    """An angular-scale model segments a canvas cut at its own side; its masks are averaged onto the ground truth's
+    canvas and scored there, so models of any canvas are compared on the same pixels."""
+    from retsam_core.segmenter import load_segmenter
+
+    imgs, masks = tmp_path / "images", tmp_path / "masks"
+    imgs.mkdir(), masks.mkdir()
+    retina = skimage.data.retina()[..., :3]
+    cv2.imwrite(str(imgs / "r.png"), retina[..., ::-1])
+    seg = load_segmenter("classical")
+    pre = preprocess(retina, 768)
+    ref = seg.segment(pre.image[None], pre.fov[None])[0]["vessel"]
+    cv2.imwrite(str(masks / "r_vessel.png"), mask_to_original(ref, pre.geometry).astype(np.uint8) * 255)
+    items = list(folder_items(imgs, masks, "vessel", size=256, model_side=768))
+    (_, image, fov, gts, _), = items
+    assert image.shape == (768, 768, 3) and fov.shape == (768, 768) and gts["vessel"].shape == (256, 256)
+    # a second target on the same item: every mask goes onto the ground truth's canvas, not only the first
+    disc = seg.segment(pre.image[None], pre.fov[None])[0]["optic_disc"]
+    gts["optic_disc"] = cv2.resize(disc.astype(np.float32), (256, 256), interpolation=cv2.INTER_AREA) >= 0.5
+    res = evaluate_items(seg, items, ["vessel", "optic_disc"], log=lambda *_: None)
+    row = res["per_image"][0]
+    assert row["vessel"]["gt_pixels"] == int(gts["vessel"].sum())  # scored on the 256 px ground truth
+    assert row["vessel"]["dsc"] > 0.9  # the same segmenter on the same 768 px canvas: only the averaging differs
+    assert row["optic_disc"]["dsc"] > 0.9

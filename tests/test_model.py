@@ -192,3 +192,24 @@ def test_flip_tta_is_flip_equivariant_and_named(tmp_path):
         load_segmenter("classical+flip")
     with pytest.raises(ValueError, match="test-time"):
         LearnedSegmenter(tiny_model(), _card(), tta="rotate")
+
+
+def test_angular_scale_model_runs_on_its_cameras_canvas(tmp_path):
+    """A model trained at a fixed number of pixels per degree asks for a canvas side per camera (field angle) and
+    runs at the canvas it is given, never resampled to its nominal resolution; a fixed-size model does resample."""
+    cfg = ModelConfig(**TINY | {"px_per_degree": 64 / 30})
+    assert (cfg.canvas_side(30), cfg.canvas_side(45), cfg.canvas_side(None)) == (64, 96, 64)
+    torch.manual_seed(0)
+    p = tmp_path / "angular.safetensors"
+    save_weights(RetSAMNet(cfg).eval(), p, _card())
+    seg = load_segmenter(str(p))
+    assert seg.info.px_per_degree == pytest.approx(64 / 30)
+    assert seg.info.canvas_side(45, default=1024) == 96 and seg.info.canvas_side(None, default=1024) == 1024
+    imgs = np.random.default_rng(0).integers(0, 255, (1, 96, 96, 3), dtype=np.uint8)
+    assert seg.probabilities(imgs).shape[-2:] == (96, 96)  # at the canvas, not at the nominal 64
+    assert all(m.shape == (96, 96) for m in seg.segment(imgs, np.ones((1, 96, 96), bool))[0].values())
+    fixed = tmp_path / "fixed.safetensors"
+    save_weights(tiny_model(), fixed, _card())
+    seg = load_segmenter(str(fixed))
+    assert seg.info.px_per_degree is None and seg.info.canvas_side(45, default=1024) == 1024
+    assert seg.probabilities(imgs).shape[-2:] == (64, 64)

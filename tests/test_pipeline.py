@@ -255,3 +255,35 @@ def test_run_renders_a_sample_of_qc_overlays(demo_run):
 def test_qc_overlay_mode_is_validated():
     with pytest.raises(ValueError, match="qc_overlays"):
         fast_config(qc_overlays="some")
+
+
+def test_angular_scale_model_sets_the_canvas_from_the_field_angle(demo_cohort, tmp_path):
+    """A model trained at a fixed number of pixels per degree gets canvases of that many pixels per degree of the
+    configured camera: the segmentation stage cuts them at px/deg x field angle and records the side it used."""
+    import fsspec
+    import numpy as np
+    import pyarrow as pa
+    import torch
+
+    from pipeline.stages import SegmentStage
+    from retsam_core.model.loading import save_weights
+    from retsam_core.model.network import ModelConfig, RetSAMNet
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(resolution=64, px_per_degree=64 / 30, enc_channels=(8, 8, 16, 16, 24), enc_blocks=(1, 1, 1, 1, 1),
+                      dec_channels=(16, 16, 8, 8))
+    weights = tmp_path / "angular.safetensors"
+    save_weights(RetSAMNet(cfg).eval(), weights, {"name": "angular-test", "version": "t", "untrained": []})
+    path = demo_cohort.input_dir / "retina_crop_tb.jpg"
+    batch = pa.table({"path": [str(path)], "bytes": [path.read_bytes()]})
+    for angle, side in ((30.0, 64), (45.0, 96)):
+        conf = fast_config(segmenter=str(weights), field_angle_deg=angle).to_dict()
+        stage = SegmentStage(conf, None, fsspec.filesystem("file"), str(demo_cohort.input_dir), "file")
+        row = stage(batch).to_pylist()[0]
+        assert row["status"] == "ok" and row["canvas_size"] == side, row
+        from retsam_core.mask_codec import decode_mask
+
+        assert decode_mask(row["mask_vessel"]).shape == (side, side)
+    # a fixed-size segmenter keeps the configured canvas whatever the field angle
+    stage = SegmentStage(fast_config(field_angle_deg=45.0).to_dict(), None, fsspec.filesystem("file"), str(demo_cohort.input_dir), "file")
+    assert stage(batch).to_pylist()[0]["canvas_size"] == 256 and np.isscalar(stage.size)

@@ -12,7 +12,7 @@ import torch
 from retsam_core.model.network import ModelConfig, RetSAMNet
 from retsam_core.training.data import AugConfig, PatchSampler, batch_to_float, load_records
 from retsam_core.training.losses import av_consistency, partial_label_loss
-from retsam_core.training.trainer import StageConfig, TrainConfig, run_training, train_stage
+from retsam_core.training.trainer import StageConfig, TrainConfig, run_training, train_stage, training_records
 
 torch.set_num_threads(1)
 TINY = dict(enc_channels=(8, 8, 16, 16, 24), enc_blocks=(1, 1, 1, 1, 1), dec_channels=(16, 16, 8, 8))
@@ -241,3 +241,17 @@ def test_operating_point_knows_when_healthy_eyes_were_trained_on():
     assert healthy_eyes_in_training({"config": {"healthy_negatives": True}})
     assert healthy_eyes_in_training({"config": {}, "initialised_from": {"config": {"healthy_negatives": True}}})
     assert not healthy_eyes_in_training({"config": {}, "initialised_from": plain})
+
+
+def test_angular_scale_training_cuts_each_camera_at_its_own_side(tmp_path, shared_data):
+    """With `px_per_degree`, CHASE_DB1 (30 degrees) and HRF-AV (45 degrees) canvases are cut at sides in the ratio of
+    their field angles, labels alongside, so a vessel of one angular size covers the same pixels on both."""
+    cfg = tiny_cfg(tmp_path, data_root=str(shared_data), datasets=("chase_db1", "hrf_av"),
+                   model=ModelConfig(resolution=64, px_per_degree=64 / 30, **TINY))
+    records, sides = training_records(cfg)
+    assert sides == {"chase_db1": 64, "hrf_av": 96}
+    assert {r.dataset: r.image.shape[0] for r in records} == sides
+    for r in records:
+        assert r.fov.shape == r.image.shape[:2] and all(v.shape == r.fov.shape for v in r.labels.values())
+    fixed, _ = training_records(tiny_cfg(tmp_path, data_root=str(shared_data), datasets=("chase_db1", "hrf_av")))
+    assert {r.image.shape[0] for r in fixed} == {96}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from retsam_core.datasets.bundle import write_bundle
+from retsam_core.datasets.bundle import read_bundle, write_bundle
 from retsam_core.datasets.cache import build_one, cache_path
 from retsam_core.datasets.readers import get_reader
 from retsam_core.model.network import SEG_CHANNELS
@@ -50,8 +50,19 @@ def test_bundle_matches_the_cache(small_cache, shared_data, tmp_path):
     assert "hard_exudate" in from_bundle[1].labels and "vessel" in from_bundle[0].labels
 
 
+def test_bundle_keeps_each_datasets_own_canvas_side(small_cache, shared_data, tmp_path):
+    """An angular-scale model's bundle: each dataset at its camera's side, as the trainer will ask for it."""
+    r = get_reader("idrid", shared_data)
+    id_ = r.ids("train")[0]
+    build_one(r, "train", id_, 384, cache_path(small_cache, 384, r.name, "train", id_))
+    index = write_bundle(small_cache, tmp_path / "b", ["chase_db1", "idrid"], ("train",), size=256, sizes={"idrid": 384})
+    assert index["sizes"] == {"chase_db1": 256, "idrid": 384}
+    got = {d: rec["image"].shape[0] for d, _, rec in read_bundle(tmp_path / "b", ["chase_db1", "idrid"], "train")}
+    assert got == {"chase_db1": 256, "idrid": 384}
+
+
 def test_threaded_batches_are_uint8_and_independent(small_cache, shared_data):
-    recs = load_records(small_cache, ["chase_db1", "idrid"], "train", 256, root=shared_data, cache_size=256)
+    recs = load_records(small_cache, ["chase_db1", "idrid"], "train", 256, root=shared_data, cache_size=256, limit=1)
     sampler = PatchSampler(recs, SEG_CHANNELS, patch=64, batch=3, seed=1)
     stream = batch_stream(sampler, workers=2)
     batches = [next(stream) for _ in range(4)]
@@ -72,7 +83,7 @@ def test_threaded_batches_are_uint8_and_independent(small_cache, shared_data):
 def test_lut_colour_jitter_equals_float_arithmetic(small_cache, shared_data):
     """The per-channel tables give what the float formula gives (gain, contrast about the FOV mean, brightness,
     gamma), to within one grey level."""
-    rec = load_records(small_cache, ["chase_db1"], "train", 256, root=shared_data, cache_size=256)[0]
+    rec = load_records(small_cache, ["chase_db1"], "train", 256, root=shared_data, cache_size=256, limit=1)[0]
     sampler = PatchSampler([rec], SEG_CHANNELS, patch=64, batch=1, aug=AugConfig(), seed=5)
     draws = np.random.default_rng(11)
     sampler.rng = np.random.default_rng(11)
@@ -91,7 +102,7 @@ def test_device_sampler_cuts_the_patch_the_cpu_sampler_cuts(small_cache, shared_
     """Same seed, same draws: the grid_sample patch matches the OpenCV one (bilinear rounding aside)."""
     from retsam_core.training.device_sampler import DevicePatchSampler
 
-    recs = load_records(small_cache, ["chase_db1", "idrid"], "train", 256, root=shared_data, cache_size=256)
+    recs = load_records(small_cache, ["chase_db1", "idrid"], "train", 256, root=shared_data, cache_size=256, limit=1)
     still = AugConfig(gain=0, brightness=0, contrast=0, gamma=(1, 1), blur_p=0)
     for seed in range(4):
         cpu = PatchSampler(recs, SEG_CHANNELS, patch=96, batch=1, aug=still, seed=seed).next_batch()
@@ -128,3 +139,24 @@ def test_healthy_eyes_train_lesions_as_background():
     # the sampler trains them at full weight (curated, not pseudo)
     sampler = PatchSampler([healthy], ("vessel", "hemorrhage", "hard_exudate"), patch=16, batch=1)
     assert [w for _, _, w, _ in sampler.trained_labels(healthy)] == [255, 255, 255]
+
+
+def test_device_sampler_takes_canvases_of_different_sides(small_cache, shared_data):
+    """An angular-scale model trains on each camera's own canvas side: the device keeps them in one padded tensor,
+    and still cuts the patch OpenCV cuts from each record."""
+    from retsam_core.training.device_sampler import DevicePatchSampler
+
+    recs = (load_records(small_cache, ["chase_db1"], "train", 256, root=shared_data, cache_size=256, limit=1)
+            + load_records(small_cache, ["idrid"], "train", 384, root=shared_data, cache_size=256, limit=1))
+    assert [r.image.shape[0] for r in recs] == [256, 384]
+    still = AugConfig(gain=0, brightness=0, contrast=0, gamma=(1, 1), blur_p=0)
+    seen = set()
+    for seed in range(8):
+        cpu = PatchSampler(recs, SEG_CHANNELS, patch=96, batch=1, aug=still, seed=seed).next_batch()
+        dev = DevicePatchSampler(PatchSampler(recs, SEG_CHANNELS, patch=96, batch=1, aug=still, seed=seed), "cpu").next_batch()
+        seen.add(cpu[4][0])
+        inside = cpu[0][0].bool().any(0)
+        assert inside.any()
+        assert (cpu[0][0].int() - dev[0][0].int()).abs()[:, inside].float().mean() < 1.0
+        assert (cpu[1].int() - dev[1].int()).abs().float().mean() < 1.0
+    assert seen == {"chase_db1", "idrid"}  # both sides were sampled

@@ -19,13 +19,16 @@ import numpy as np
 from retsam_core.datasets.cache import load_cached
 
 
-def write_bundle(cache_dir, out_dir, datasets, splits=("train",), size: int = 1024, quality: int = 92) -> dict:
-    """Pack cached canvases (built beforehand by `cache.build_cache`) into `out_dir`. Returns the index."""
+def write_bundle(cache_dir, out_dir, datasets, splits=("train",), size: int = 1024, quality: int = 92,
+                 sizes: dict[str, int] | None = None) -> dict:
+    """Pack cached canvases (built beforehand by `cache.build_cache`) into `out_dir`: each dataset at `size`, or at
+    its own side in `sizes` (an angular-scale model's canvases). Returns the index."""
     out = Path(out_dir)
-    index: dict = {"size": size, "quality": quality, "records": []}
+    sizes = {name: (sizes or {}).get(name, size) for name in datasets}
+    index: dict = {"size": size, "sizes": sizes, "quality": quality, "records": []}
     for name in datasets:
         for split in splits:
-            folder = Path(cache_dir) / str(size) / name / split
+            folder = Path(cache_dir) / str(sizes[name]) / name / split
             for src in sorted(folder.glob("*.npz")):
                 d = load_cached(src)
                 id_ = d["meta"]["id"]
@@ -68,12 +71,19 @@ def main(argv=None):
     ap.add_argument("--datasets", nargs="+", default=["chase_db1", "hrf_av", "drishti_gs1", "idrid"])
     ap.add_argument("--splits", nargs="+", default=["train"])
     ap.add_argument("--quality", type=int, default=92)
+    ap.add_argument("--px-per-degree", type=float, help="each dataset at px per degree x its camera's field angle "
+                    "(for a model with model.px_per_degree; overrides --size)")
     ap.add_argument("--data-root", help="build missing cache entries from this datasets folder first")
     a = ap.parse_args(argv)
     from retsam_core.datasets.cache import build_cache
+    from retsam_core.datasets.readers import DATASETS
+    from retsam_core.preprocess import angular_canvas_side
 
-    build_cache(a.cache_dir, a.size, a.datasets, tuple(a.splits), root=a.data_root)
-    index = write_bundle(a.cache_dir, a.out_dir, a.datasets, tuple(a.splits), a.size, a.quality)
+    sizes = {d: angular_canvas_side(a.px_per_degree, DATASETS[d].field_angle_deg) if a.px_per_degree else a.size
+             for d in a.datasets}
+    for side in sorted(set(sizes.values())):
+        build_cache(a.cache_dir, side, [d for d in a.datasets if sizes[d] == side], tuple(a.splits), root=a.data_root)
+    index = write_bundle(a.cache_dir, a.out_dir, a.datasets, tuple(a.splits), a.size, a.quality, sizes)
     print(f"{len(index['records'])} records -> {a.out_dir}")
 
 

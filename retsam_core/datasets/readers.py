@@ -69,6 +69,7 @@ class Reader:
     annotated: tuple[str, ...] = ()
     licence: str = ""
     splits: tuple[str, ...] = ("train", "test")
+    field_angle_deg: float = 45.0  # the camera's field of view: with the canvas side, the canvas's pixels per degree
 
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = data_root(root) / self.folder
@@ -95,6 +96,7 @@ class ChaseDB1(Reader):
     """CHASE_DB1 vessels; ground truth = 1st human observer. train = children 01-10, test = 11-14."""
 
     name, folder = "chase_db1", "CHASE_DB1"
+    field_angle_deg = 30.0  # Nidek NM-200-D (SOURCE.md)
     annotated = ("vessel",)
     licence = "public, attribution (reported CC BY 4.0, unverified); cite Fraz et al. 2012"
 
@@ -118,6 +120,7 @@ class HrfAV(Reader):
     """
 
     name, folder = "hrf_av", "HRF-AV"
+    field_angle_deg = 45.0  # Canon CR-1 (SOURCE.md)
     annotated = ("vessel", "artery", "vein")
     licence = "HRF: free for research, cite Budai 2013; HRF-AV label terms not found (likely Hemelings 2019)"
 
@@ -146,6 +149,7 @@ class DrishtiGS1(Reader):
     """DRISHTI-GS1 disc/cup, official 50/51 split, majority (>= 128 of the soft map) ground truth."""
 
     name, folder = "drishti_gs1", "DRISHTI-GS1"
+    field_angle_deg = 30.0  # OD-centred, 30 degree field (Sivaswamy et al. 2014; not in SOURCE.md)
     annotated = ("optic_disc", "optic_cup")
     licence = "research use; cite Sivaswamy 2014/2015"
 
@@ -162,6 +166,7 @@ class IDRiD(Reader):
     """IDRiD segmentation part A, official split (split.csv). A missing mask file = the lesion is absent."""
 
     name, folder = "idrid", "IDRiD"
+    field_angle_deg = 50.0  # Kowa VX-10 alpha (SOURCE.md)
     annotated = ("microaneurysm", "hemorrhage", "hard_exudate", "soft_exudate", "optic_disc")
     licence = "CC BY 4.0; cite Porwal et al. 2018"
     CODES = {"microaneurysm": "MA", "hemorrhage": "HE", "hard_exudate": "EX", "soft_exudate": "SE", "optic_disc": "OD"}

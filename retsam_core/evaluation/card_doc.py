@@ -55,6 +55,16 @@ def render(card: dict, summary: dict | None, notes: str = "", appendix: str = ""
           "`base` = timm Swin encoder (optional `gpu` extra, never pretrained-downloaded), same decoders.", ""]
     arch = card.get("architecture", {})
     L += [f"- config: `{json.dumps({k: arch.get(k) for k in ('variant', 'resolution', 'stem_unshuffle', 'enc_channels', 'enc_blocks', 'dec_channels', 'fovea_head')})}`"]
+    if arch.get("standardise_input"):
+        L.append("- input: each canvas's colour means and contrast inside the FOV standardised (`retsam_core/intensity.py`), "
+                 "in training and inference alike")
+    if arch.get("px_per_degree"):
+        from retsam_core.preprocess import angular_canvas_side
+
+        ppd = arch["px_per_degree"]
+        L.append(f"- angular scale: {ppd:.2f} canvas px per degree of field; the canvas side is that times the camera's "
+                 f"field angle (pipeline `field_angle_deg`): {angular_canvas_side(ppd, 30)} px for 30 degrees, "
+                 f"{angular_canvas_side(ppd, 45)} for 45, {angular_canvas_side(ppd, 50)} for 50")
     for g, ch in card.get("task_groups", {}).items():
         L.append(f"- decoder `{g}`: {', '.join(ch)}")
     L += ["", "## What each channel was trained on", "", "| target | datasets (train split) | status |", "|---|---|---|"]

@@ -26,7 +26,8 @@ def handler(a) -> int:
         if not (a.images and a.masks and a.target):
             raise SystemExit("--images, --masks and --target go together")
         check_target(a.target)
-        res = evaluate_items(seg, folder_items(a.images, a.masks, a.target, a.size), [a.target], a.out,
+        side = seg.info.canvas_side(a.field_angle_deg, a.size)  # an angular-scale model: its canvas for this camera
+        res = evaluate_items(seg, folder_items(a.images, a.masks, a.target, a.size, model_side=side), [a.target], a.out,
                              title=f"{a.images} vs {a.masks}", log=log)
     elif a.dataset:
         res = evaluate_dataset(seg, a.dataset, a.split, a.out, a.size, a.cache_dir, a.data_root, a.limit, log=log)
@@ -45,7 +46,10 @@ def add_arguments(p):
     p.add_argument("--segmenter", default="default", help="classical | default | learned | path/URI of .safetensors; '+flip' after a learned one: flip TTA")
     p.add_argument("--device")
     p.add_argument("--out", required=True, help="output folder for metrics.json / metrics.md")
-    p.add_argument("--size", type=int, default=1024, help="canvas size (pipeline default 1024)")
+    p.add_argument("--size", type=int, default=1024, help="canvas size of the scoring (pipeline default 1024)")
+    p.add_argument("--field-angle-deg", type=float, default=45.0,
+                   help="--images mode: the camera's field angle (an angular-scale model cuts its canvas from it; "
+                        "a --dataset has its own)")
     p.add_argument("--cache-dir", default="runs/cache")
     p.add_argument("--data-root")
     p.add_argument("--limit", type=int)

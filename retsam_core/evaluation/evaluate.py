@@ -24,6 +24,8 @@ import numpy as np
 from retsam_core.datasets.cache import build_one, cache_path, load_canvas, load_cached
 from retsam_core.datasets.readers import get_reader, label_to_canvas
 from retsam_core.evaluation.metrics import PRAccumulator, binary_metrics, cldice
+from retsam_core.image_io import DecodeLimits, decode_image
+from retsam_core.preprocess import Geometry, canvas_from_geometry
 from retsam_core.targets import LESION_TARGETS
 
 VESSEL_LIKE = ("vessel", "artery", "vein")
@@ -46,7 +48,15 @@ def _probs_for(seg, target, size):
     if probs is None or target not in getattr(getattr(seg, "model", None), "channels", ()):
         return None
     p = probs[0, list(seg.model.channels).index(target)].astype(np.float32)
-    return p if p.shape[0] == size else cv2.resize(p, (size, size), interpolation=cv2.INTER_LINEAR)
+    return p if p.shape[0] == size else cv2.resize(p, (size, size), interpolation=cv2.INTER_AREA if p.shape[0] > size else cv2.INTER_LINEAR)
+
+
+def _to_side(mask: np.ndarray, side: int) -> np.ndarray:
+    """A mask from a canvas of another side (an angular-scale model's) onto the scoring canvas, by the rule that made
+    the ground truth there: area average, then >= 0.5."""
+    if mask.shape[0] == side:
+        return mask
+    return cv2.resize(mask.astype(np.float32), (side, side), interpolation=cv2.INTER_AREA) >= 0.5
 
 
 def evaluate_items(seg, items, targets, out_dir=None, title="", log=print, with_cldice=True) -> dict:
@@ -61,6 +71,10 @@ def evaluate_items(seg, items, targets, out_dir=None, title="", log=print, with_
         t_total += time.perf_counter() - t0
         n += 1
         row = {"id": id_}
+        side = next(iter(gts.values())).shape[0] if gts else fov.shape[0]
+        if fov.shape[0] != side:  # an angular-scale model's canvas: scored on the ground truth's
+            masks = {t: _to_side(m, side) for t, m in masks.items()}
+            fov = cv2.resize(fov.astype(np.uint8), (side, side), interpolation=cv2.INTER_NEAREST).astype(bool)
         for t in provided:
             gt = gts[t]
             valid = fov | gt
@@ -106,8 +120,10 @@ def evaluate_items(seg, items, targets, out_dir=None, title="", log=print, with_
     return result
 
 
-def dataset_items(dataset, split, size=1024, cache_dir="runs/cache", root=None, limit=None):
-    """Yield evaluation items from the canvas cache (built on first use, exactly like the pipeline)."""
+def dataset_items(dataset, split, size=1024, cache_dir="runs/cache", root=None, limit=None, model_side=None):
+    """Yield evaluation items from the canvas cache (built on first use, exactly like the pipeline). Ground truth is
+    always on the `size` canvas; `model_side` (an angular-scale model's canvas for this camera) cuts the image again
+    from the original at that side over the same box, so that every model is scored on the same pixels."""
     r = get_reader(dataset, root)
     for id_ in r.ids(split)[:limit] if limit else r.ids(split):
         p = cache_path(cache_dir, size, r.name, split, id_)
@@ -116,11 +132,15 @@ def dataset_items(dataset, split, size=1024, cache_dir="runs/cache", root=None, 
         d = load_cached(p)
         gts = {k[2:]: v >= 128 for k, v in d.items() if k.startswith("m_")}
         ign = {k[2:]: v.astype(bool) for k, v in d.items() if k.startswith("i_")}
-        yield id_, d["image"], d["fov"], gts, ign
+        image, fov = d["image"], d["fov"]
+        if model_side and model_side != size:
+            image, fov = _model_canvas(r.load(split, id_).image_path, Geometry.from_dict(d["meta"]["geometry"]), model_side)
+        yield id_, image, fov, gts, ign
 
 
-def folder_items(images_dir, masks_dir, target, size=1024, threshold=128):
-    """Pairs by file stem: a mask pairs with the image whose stem it starts with (e.g. X.jpg <-> X_mask.png)."""
+def folder_items(images_dir, masks_dir, target, size=1024, threshold=128, model_side=None):
+    """Pairs by file stem: a mask pairs with the image whose stem it starts with (e.g. X.jpg <-> X_mask.png).
+    Ground truth on the `size` canvas; `model_side`: the image cut again at that side (see `dataset_items`)."""
     from PIL import Image
 
     imgs = sorted(p for p in Path(images_dir).iterdir() if p.is_file() and not p.name.startswith("."))
@@ -134,12 +154,20 @@ def folder_items(images_dir, masks_dir, target, size=1024, threshold=128):
         if arr.ndim == 3:
             arr = arr.max(axis=2)
         gt = arr >= (threshold if arr.dtype != bool and arr.max() > 1 else 1)
-        yield ip.stem, pre.image, pre.fov, {target: label_to_canvas(gt, pre.geometry) >= 0.5}, {}
+        image, fov = _model_canvas(ip, pre.geometry, model_side) if model_side and model_side != size else (pre.image, pre.fov)
+        yield ip.stem, image, fov, {target: label_to_canvas(gt, pre.geometry) >= 0.5}, {}
+
+
+def _model_canvas(image_path, geometry, side: int):
+    """The image under `geometry`'s box, cut again from the original at `side` (an angular-scale model's canvas)."""
+    dec = decode_image(Path(image_path).read_bytes(), DecodeLimits(target_side=side))
+    return canvas_from_geometry(dec.rgb, geometry, side, dec.decode_scale)
 
 
 def evaluate_dataset(seg, dataset, split="test", out_dir=None, size=1024, cache_dir="runs/cache", root=None, limit=None, log=print, with_cldice=True):
     r = get_reader(dataset, root)
-    return evaluate_items(seg, dataset_items(dataset, split, size, cache_dir, root, limit), list(r.annotated), out_dir,
+    side = seg.info.canvas_side(r.field_angle_deg, size)
+    return evaluate_items(seg, dataset_items(dataset, split, size, cache_dir, root, limit, side), list(r.annotated), out_dir,
                           title=f"{r.name}/{split}", log=log, with_cldice=with_cldice)
 
 

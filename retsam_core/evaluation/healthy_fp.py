@@ -23,13 +23,16 @@ from retsam_core.datasets.readers import get_reader
 from retsam_core.targets import LESION_TARGETS
 
 
-def healthy_images(data_root: Path, split: str = "test") -> list[Path]:
+UNSEEN_CAMERA_FIELD_ANGLE = 45.0  # not known for the Wikimedia photograph: the pipeline's default
+
+
+def healthy_images(data_root: Path, split: str = "test") -> list[tuple[Path, float]]:
     """Eyes without retinopathy in `split`, as the dataset readers know them (`Reader.healthy`): HRF-AV `_h`
-    images and CHASE_DB1 images (children)."""
+    images and CHASE_DB1 images (children), each with its camera's field angle (an angular-scale model's canvas)."""
     out = []
     for name in ("hrf_av", "chase_db1"):
         r = get_reader(name, data_root)
-        out += [r.load(split, i).image_path for i in r.ids(split) if r.healthy(i)]
+        out += [(r.load(split, i).image_path, r.field_angle_deg) for i in r.ids(split) if r.healthy(i)]
     return out
 
 
@@ -42,13 +45,16 @@ def unseen_camera_healthy_eyes() -> dict[str, bytes]:
     return {"skimage_retina_normal_left_eye": png.tobytes()}
 
 
-def count_false_lesions(segmenter, images: dict[str, bytes], canvas: int = 1024) -> dict[str, dict]:
+def count_false_lesions(segmenter, images: dict[str, bytes], canvas: int = 1024,
+                        field_angles: dict[str, float] | None = None) -> dict[str, dict]:
     """Per lesion target the segmenter provides: mean and max predicted components per healthy image, and the
-    count on each image (decoded and preprocessed as the pipeline does)."""
+    count on each image (decoded and preprocessed as the pipeline does, on the canvas the segmenter asks for given
+    the image's field angle in `field_angles`, else the pipeline's default angle)."""
     targets = [t for t in LESION_TARGETS if t in segmenter.info.provides]
     counts: dict[str, dict[str, int]] = {t: {} for t in targets}
     for name, data in images.items():
-        p = canvas_from_bytes(data, canvas)
+        angle = (field_angles or {}).get(name, UNSEEN_CAMERA_FIELD_ANGLE)
+        p = canvas_from_bytes(data, segmenter.info.canvas_side(angle, canvas))
         masks = segmenter.segment(p.image[None], p.fov[None])[0]
         for t in targets:
             counts[t][name] = cv2.connectedComponents(masks[t].astype(np.uint8))[0] - 1
@@ -68,9 +74,10 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     card_path = Path(a.card)
     seg = LearnedSegmenter.from_uri(str(card_path.with_suffix(".safetensors")))
-    images = {p.name: p.read_bytes() for p in healthy_images(Path(a.data_root), "test")}
+    eyes = healthy_images(Path(a.data_root), "test")
+    images = {p.name: p.read_bytes() for p, _ in eyes}
     unseen = unseen_camera_healthy_eyes()
-    result = count_false_lesions(seg, images | unseen)
+    result = count_false_lesions(seg, images | unseen, field_angles={p.name: angle for p, angle in eyes})
     card = json.loads(card_path.read_text())
     card.setdefault("metrics", {})["healthy_false_positives"] = {
         "images": list(images) + list(unseen),

@@ -50,8 +50,8 @@ def choose(seg, root: Path, max_false: float = 1.0, canvas: int = 1024, log=prin
     grid = list(itertools.product(THRESHOLDS, MIN_AREAS))
     false = {t: np.zeros(len(grid)) for t in targets}
     healthy = healthy_images(root, "train")
-    for path in healthy:
-        _, maps = _soft_maps(seg, path, targets, canvas)
+    for path, angle in healthy:  # each camera on the canvas the model asks for (an angular-scale model's own side)
+        _, maps = _soft_maps(seg, path, targets, seg.info.canvas_side(angle, canvas))
         for t in targets:
             for k, (thr, area) in enumerate(grid):
                 false[t][k] += _count_components(maps[t] >= thr, area)
@@ -59,7 +59,7 @@ def choose(seg, root: Path, max_false: float = 1.0, canvas: int = 1024, log=prin
     dsc = {t: [[] for _ in grid] for t in targets}
     for id_ in reader.ids("train"):
         sample = reader.load("train", id_)
-        pre, maps = _soft_maps(seg, sample.image_path, targets, canvas)
+        pre, maps = _soft_maps(seg, sample.image_path, targets, seg.info.canvas_side(reader.field_angle_deg, canvas))
         for t in targets:
             if t not in sample.masks:
                 continue

@@ -136,6 +136,7 @@ class LearnedSegmenter:
             name=card.get("name", DEFAULT_NAME) + ("" if tta == "none" else f"+{tta}"),
             version=str(card.get("version", "0")), weights_hash=card.get("sha256", ""),
             resolution=model.cfg.resolution, provides=tuple(provides), untrained=tuple(flagged),
+            px_per_degree=model.cfg.px_per_degree,
         )
         self.emit: set[str] = set(provides)
         self.restrict_to(provides)  # no compute for decoders whose channels are all untrained
@@ -157,8 +158,10 @@ class LearnedSegmenter:
     def _forward(self, images: np.ndarray, fovs: np.ndarray | None = None) -> torch.Tensor:
         """(N, S, S, 3) uint8 canvases -> (N, C, R, R) float32 probabilities on the device (bf16 autocast on a GPU).
         `fovs` (N, S, S) bool: needed by a model that standardises its input (else: the canvas's non-black pixels)."""
-        R = self.model.cfg.resolution
         S = images.shape[1]
+        # a fixed-size model resamples every canvas to its resolution; an angular-scale one runs at the canvas it is
+        # given (cut at `info.canvas_side(field angle)`), only rounded to the multiple of 32 the encoder needs
+        R = self.model.cfg.resolution if self.model.cfg.px_per_degree is None else max(32, 32 * round(S / 32))
         small = np.stack([img if S == R else cv2.resize(img, (R, R), interpolation=cv2.INTER_AREA if S > R else cv2.INTER_LINEAR)
                           for img in images])
         if self.model.cfg.standardise_input:

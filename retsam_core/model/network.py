@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from retsam_core.preprocess import angular_canvas_side
 from retsam_core.targets import LESION_TARGETS, PHENOTYPE_TARGETS
 
 # Task groups -> channels, in output order. Never reorder: the weights file stores this order in its card.
@@ -40,6 +41,7 @@ class ModelConfig:
     dec_channels: tuple[int, ...] = (64, 48, 32, 16)  # decoder widths, deepest skip first
     fovea_head: bool = True
     standardise_input: bool = False  # canvases pass through intensity.standardise_intensity (training and inference)
+    px_per_degree: float | None = None  # angular-scale canvas: side = px_per_degree x the camera's field angle (see canvas_side)
     swin_name: str = "swin_base_patch4_window7_224"  # base variant only
     task_groups: dict = field(default_factory=lambda: {k: list(v) for k, v in TASK_GROUPS.items()})
 
@@ -59,6 +61,14 @@ class ModelConfig:
     @property
     def channels(self) -> tuple[str, ...]:
         return tuple(c for g in self.task_groups.values() for c in g)
+
+    def canvas_side(self, field_angle_deg: float | None) -> int:
+        """The canvas side this model wants for a camera: `resolution` for a fixed-size model; for an angular-scale
+        model, the field angle times `px_per_degree` (a multiple of 32), so a vessel of a given size in degrees
+        covers the same pixels whichever camera took it."""
+        if self.px_per_degree is None or not field_angle_deg:
+            return self.resolution
+        return angular_canvas_side(self.px_per_degree, field_angle_deg)
 
 
 def _cbr(cin, cout, stride=1):

@@ -31,22 +31,25 @@ class DevicePatchSampler:
         self.s, self.device = sampler, torch.device(device)
         C = len(sampler.channels)
         self.row = {id(r): i for i, r in enumerate(sampler.records)}
-        res = sampler.records[0].image.shape[0]
+        # canvases of different sides (an angular-scale model's cameras) sit in the top-left corner of the largest:
+        # canvas pixel coordinates, hence the patch maps, stay those of each record; the rest is black, weight 0
+        res = max(r.image.shape[0] for r in sampler.records)
         n = len(sampler.records)
-        image = torch.empty((n, 3, res, res), dtype=torch.uint8)
-        fov = torch.empty((n, 1, res, res), dtype=torch.uint8)
+        image = torch.zeros((n, 3, res, res), dtype=torch.uint8)
+        fov = torch.zeros((n, 1, res, res), dtype=torch.uint8)
         labels = torch.zeros((n, C, res, res), dtype=torch.uint8)
         weights = torch.zeros((n, C, res, res), dtype=torch.uint8)
         self.ann = torch.zeros((n, C), dtype=torch.bool)
         for i, rec in enumerate(sampler.records):
-            image[i] = torch.from_numpy(rec.image).permute(2, 0, 1)
-            fov[i, 0] = torch.from_numpy(rec.fov.astype(np.uint8))
+            r = rec.image.shape[0]
+            image[i, :, :r, :r] = torch.from_numpy(rec.image).permute(2, 0, 1)
+            fov[i, 0, :r, :r] = torch.from_numpy(rec.fov.astype(np.uint8))
             for c, lab, weight, ignore in sampler.trained_labels(rec):
                 self.ann[i, c] = True
-                labels[i, c] = torch.from_numpy(lab)
-                weights[i, c] = weight
+                labels[i, c, :r, :r] = torch.from_numpy(lab)
+                weights[i, c, :r, :r] = weight
                 if ignore is not None:
-                    weights[i, c][torch.from_numpy(ignore)] = 0
+                    weights[i, c, :r, :r][torch.from_numpy(ignore)] = 0
         self.image, self.fov = image.to(self.device), fov.to(self.device)
         self.labels, self.weights = labels.to(self.device), weights.to(self.device)
         self.res = res

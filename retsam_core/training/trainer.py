@@ -344,6 +344,19 @@ def trained_channels(cfg: TrainConfig) -> list[str] | None:
     return [c for g in cfg.train_groups for c in cfg.model.task_groups[g]]
 
 
+def training_records(cfg: TrainConfig) -> tuple[list, dict[str, int]]:
+    """The training split of every configured dataset, each at the canvas side the model wants for its camera (one
+    side for a fixed-size model; px per degree x field angle for an angular-scale one, cut from the originals, not
+    resampled from another canvas). -> (records, {dataset: side})."""
+    sides = {d: cfg.model.canvas_side(DATASETS[d].field_angle_deg if d in DATASETS else None) for d in cfg.datasets}
+    records = []
+    for side in sorted(set(sides.values())):
+        records += load_records(cfg.cache_dir, [d for d in cfg.datasets if sides[d] == side], "train", side,
+                                root=cfg.data_root, limit=cfg.limit_images, bundle_dir=cfg.bundle_dir,
+                                standardise=cfg.model.standardise_input, cache_size=max(side, 1024))
+    return records, sides
+
+
 def run_training(cfg: TrainConfig, *, wrap_model=None, is_main=True, report=None, rank=0, world=1) -> Path:
     """Run the configured stages in order (resuming). Returns the path of the last stage's final.pt."""
     state = initial_state(cfg)
@@ -355,9 +368,8 @@ def run_training(cfg: TrainConfig, *, wrap_model=None, is_main=True, report=None
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-    res = cfg.model.resolution
-    records = load_records(cfg.cache_dir, cfg.datasets, "train", res, root=cfg.data_root, limit=cfg.limit_images,
-                           bundle_dir=cfg.bundle_dir, standardise=cfg.model.standardise_input)
+    records, sides = training_records(cfg)
+    res = "/".join(f"{d} {s}" for d, s in sides.items()) if cfg.model.px_per_degree else cfg.model.resolution
     if cfg.healthy_negatives:
         lesions = [c for c in cfg.model.task_groups.get("lesions", ())
                    if any(c in DATASETS[d].annotated for d in cfg.datasets if d in DATASETS)]
