@@ -107,10 +107,18 @@ def preprocess(rgb: np.ndarray, size: int, decode_scale: float = 1.0, original_s
     return Preprocessed(image, fov_small, geom)
 
 
-def angular_canvas_side(px_per_degree: float, field_angle_deg: float, multiple: int = 32) -> int:
+def to_multiple(length: float, multiple: int = 32) -> int:
+    """The nearest positive multiple of `multiple` (the small encoder halves the canvas five times)."""
+    return max(multiple, multiple * round(length / multiple))
+
+
+def angular_canvas_side(px_per_degree: float | None, field_angle_deg: float | None, default: int = 1024) -> int:
     """Canvas side that puts `px_per_degree` canvas pixels on each degree of a camera's `field_angle_deg` field (the
-    canvas spans the field of view): a vessel of a given angular size then covers the same pixels on every camera."""
-    return max(multiple, multiple * round(px_per_degree * field_angle_deg / multiple))
+    canvas spans the field of view): a vessel of a given angular size then covers the same pixels on every camera.
+    `default` when either is unknown (a fixed-size model, or a camera of unknown field)."""
+    if px_per_degree is None or not field_angle_deg:
+        return default
+    return to_multiple(px_per_degree * field_angle_deg)
 
 
 def canvas_from_geometry(rgb: np.ndarray, geom: Geometry, size: int, decode_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

@@ -25,11 +25,9 @@ class SegmenterInfo:
     def canvas_side(self, field_angle_deg: float | None, default: int = 1024) -> int:
         """The canvas side to cut for a camera of `field_angle_deg`: `default` unless the segmenter works at a fixed
         angular scale, whose pixels per degree then decide it."""
-        if self.px_per_degree is None or not field_angle_deg:
-            return default
         from retsam_core.preprocess import angular_canvas_side
 
-        return angular_canvas_side(self.px_per_degree, field_angle_deg)
+        return angular_canvas_side(self.px_per_degree, field_angle_deg, default)
 
 
 @runtime_checkable

@@ -79,10 +79,9 @@ def main(argv=None):
     from retsam_core.datasets.readers import DATASETS
     from retsam_core.preprocess import angular_canvas_side
 
-    sizes = {d: angular_canvas_side(a.px_per_degree, DATASETS[d].field_angle_deg) if a.px_per_degree else a.size
-             for d in a.datasets}
-    for side in sorted(set(sizes.values())):
-        build_cache(a.cache_dir, side, [d for d in a.datasets if sizes[d] == side], tuple(a.splits), root=a.data_root)
+    sizes = {d: angular_canvas_side(a.px_per_degree, DATASETS[d].field_angle_deg, a.size) for d in a.datasets}
+    for d in a.datasets:
+        build_cache(a.cache_dir, sizes[d], [d], tuple(a.splits), root=a.data_root)
     index = write_bundle(a.cache_dir, a.out_dir, a.datasets, tuple(a.splits), a.size, a.quality, sizes)
     print(f"{len(index['records'])} records -> {a.out_dir}")
 

@@ -21,6 +21,7 @@ from retsam_core.biomarkers.layout import drop_specks, largest_component
 from retsam_core.intensity import standardise_intensity
 from retsam_core.model.av_voting import segment_votes
 from retsam_core.model.network import ModelConfig, RetSAMNet
+from retsam_core.preprocess import to_multiple
 from retsam_core.segmenter import SegmenterInfo
 from retsam_core.targets import TARGETS
 
@@ -161,7 +162,7 @@ class LearnedSegmenter:
         S = images.shape[1]
         # a fixed-size model resamples every canvas to its resolution; an angular-scale one runs at the canvas it is
         # given (cut at `info.canvas_side(field angle)`), only rounded to the multiple of 32 the encoder needs
-        R = self.model.cfg.resolution if self.model.cfg.px_per_degree is None else max(32, 32 * round(S / 32))
+        R = self.model.cfg.resolution if self.model.cfg.px_per_degree is None else to_multiple(S)
         small = np.stack([img if S == R else cv2.resize(img, (R, R), interpolation=cv2.INTER_AREA if S > R else cv2.INTER_LINEAR)
                           for img in images])
         if self.model.cfg.standardise_input:

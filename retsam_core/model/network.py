@@ -66,9 +66,7 @@ class ModelConfig:
         """The canvas side this model wants for a camera: `resolution` for a fixed-size model; for an angular-scale
         model, the field angle times `px_per_degree` (a multiple of 32), so a vessel of a given size in degrees
         covers the same pixels whichever camera took it."""
-        if self.px_per_degree is None or not field_angle_deg:
-            return self.resolution
-        return angular_canvas_side(self.px_per_degree, field_angle_deg)
+        return angular_canvas_side(self.px_per_degree, field_angle_deg, self.resolution)
 
 
 def _cbr(cin, cout, stride=1):

@@ -350,10 +350,10 @@ def training_records(cfg: TrainConfig) -> tuple[list, dict[str, int]]:
     resampled from another canvas). -> (records, {dataset: side})."""
     sides = {d: cfg.model.canvas_side(DATASETS[d].field_angle_deg if d in DATASETS else None) for d in cfg.datasets}
     records = []
-    for side in sorted(set(sides.values())):
-        records += load_records(cfg.cache_dir, [d for d in cfg.datasets if sides[d] == side], "train", side,
-                                root=cfg.data_root, limit=cfg.limit_images, bundle_dir=cfg.bundle_dir,
-                                standardise=cfg.model.standardise_input, cache_size=max(side, 1024))
+    for d in cfg.datasets:
+        records += load_records(cfg.cache_dir, [d], "train", sides[d], root=cfg.data_root, limit=cfg.limit_images,
+                                bundle_dir=cfg.bundle_dir, standardise=cfg.model.standardise_input,
+                                cache_size=max(sides[d], 1024))
     return records, sides
 
 
