@@ -255,3 +255,15 @@ def test_angular_scale_training_cuts_each_camera_at_its_own_side(tmp_path, share
         assert r.fov.shape == r.image.shape[:2] and all(v.shape == r.fov.shape for v in r.labels.values())
     fixed, _ = training_records(tiny_cfg(tmp_path, data_root=str(shared_data), datasets=("chase_db1", "hrf_av")))
     assert {r.image.shape[0] for r in fixed} == {96}
+
+
+def test_training_and_export_import_without_skan():
+    """The GPU training image has no skan (session 7's export failed on it): only the A/V vote may need it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['skan'] = None\n"
+            "import retsam_core.training.export, retsam_core.training.trainer, retsam_core.model.loading\n"
+            "print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

@@ -160,3 +160,13 @@ def test_device_sampler_takes_canvases_of_different_sides(small_cache, shared_da
         assert (cpu[0][0].int() - dev[0][0].int()).abs()[:, inside].float().mean() < 1.0
         assert (cpu[1].int() - dev[1].int()).abs().float().mean() < 1.0
     assert seen == {"chase_db1", "idrid"}  # both sides were sampled
+
+
+@pytest.mark.parametrize("name", ["chase_db1", "hrf_av", "drishti_gs1", "idrid"])
+def test_reader_image_path_is_the_photograph_load_reads(shared_data, name):
+    """Evaluation asks for the photograph alone (no mask decoding); it must be the one `load` pairs with the masks."""
+    r = get_reader(name, shared_data)
+    for split in ("train", "test"):
+        id_ = r.ids(split)[-1]
+        path = r.image_path(split, id_)
+        assert path == r.load(split, id_).image_path and path.is_file() and path.stem == id_

@@ -84,6 +84,10 @@ class Reader:
         """Whether the dataset says this eye has no retinopathy (its lesions are then known to be absent)."""
         return False
 
+    def image_path(self, split: str, id_: str) -> Path:
+        """The photograph alone, without reading its masks (evaluation cuts canvases from it)."""
+        return self.root / "images" / split / f"{id_}.jpg"
+
     def load(self, split: str, id_: str) -> Sample:
         raise NotImplementedError
 
@@ -109,7 +113,7 @@ class ChaseDB1(Reader):
 
     def load(self, split, id_):
         m = _bin(self.root / "masks" / "vessel_1stHO" / split / f"{id_}_1stHO.png")
-        return Sample(id_, self.root / "images" / split / f"{id_}.jpg", {"vessel": m}, self.annotated)
+        return Sample(id_, self.image_path(split, id_), {"vessel": m}, self.annotated)
 
 
 class HrfAV(Reader):
@@ -136,8 +140,11 @@ class HrfAV(Reader):
     def healthy(id_):
         return id_.endswith("_h")  # HRF groups: _h healthy, _g glaucoma, _dr diabetic retinopathy
 
+    def image_path(self, split, id_):
+        return next(p for p in (self.root / "images").iterdir() if p.stem == id_)
+
     def load(self, split, id_):
-        img = next(p for p in (self.root / "images").iterdir() if p.stem == id_)
+        img = self.image_path(split, id_)
         av = np.asarray(Image.open(self.root / "masks" / "av" / f"{id_}_AVmanual.png").convert("RGB"))
         r, g, b = av[..., 0] > 127, av[..., 1] > 127, av[..., 2] > 127
         unknown = g & ~r & ~b
@@ -159,7 +166,7 @@ class DrishtiGS1(Reader):
     def load(self, split, id_):
         d = _bin(self.root / "masks" / "disc" / split / f"{id_}_ODsegSoftmap.png", 128)
         c = _bin(self.root / "masks" / "cup" / split / f"{id_}_cupsegSoftmap.png", 128)
-        return Sample(id_, self.root / "images" / split / f"{id_}.jpg", {"optic_disc": d, "optic_cup": c}, self.annotated)
+        return Sample(id_, self.image_path(split, id_), {"optic_disc": d, "optic_cup": c}, self.annotated)
 
 
 class IDRiD(Reader):
@@ -176,7 +183,7 @@ class IDRiD(Reader):
             return [r["image"] for r in csv.DictReader(f) if r["split"] == split]
 
     def load(self, split, id_):
-        img = self.root / "images" / split / f"{id_}.jpg"
+        img = self.image_path(split, id_)
         with Image.open(img) as im:
             w, h = im.size
         masks = {}

@@ -134,7 +134,7 @@ def dataset_items(dataset, split, size=1024, cache_dir="runs/cache", root=None, 
         ign = {k[2:]: v.astype(bool) for k, v in d.items() if k.startswith("i_")}
         image, fov = d["image"], d["fov"]
         if model_side and model_side != size:
-            image, fov = _model_canvas(r.load(split, id_).image_path, Geometry.from_dict(d["meta"]["geometry"]), model_side)
+            image, fov = _model_canvas(r.image_path(split, id_), Geometry.from_dict(d["meta"]["geometry"]), model_side)
         yield id_, image, fov, gts, ign
 
 

@@ -32,7 +32,7 @@ def healthy_images(data_root: Path, split: str = "test") -> list[tuple[Path, flo
     out = []
     for name in ("hrf_av", "chase_db1"):
         r = get_reader(name, data_root)
-        out += [(r.load(split, i).image_path, r.field_angle_deg) for i in r.ids(split) if r.healthy(i)]
+        out += [(r.image_path(split, i), r.field_angle_deg) for i in r.ids(split) if r.healthy(i)]
     return out
 
 

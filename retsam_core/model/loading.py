@@ -19,7 +19,6 @@ import torch
 
 from retsam_core.biomarkers.layout import drop_specks, largest_component
 from retsam_core.intensity import standardise_intensity
-from retsam_core.model.av_voting import segment_votes
 from retsam_core.model.network import ModelConfig, RetSAMNet
 from retsam_core.preprocess import to_multiple
 from retsam_core.segmenter import SegmenterInfo
@@ -212,6 +211,8 @@ class LearnedSegmenter:
         """A vessel pixel is an artery or a vein, not both, and a vessel keeps its class between junctions: the
         union of the two thresholded maps is split per centreline segment, with bifurcations and crossings as
         evidence (`av_voting.segment_votes`)."""
+        from retsam_core.model.av_voting import segment_votes  # skan, only here: export and training do without it
+
         masks["artery"], masks["vein"] = segment_votes(masks["artery"] | masks["vein"], pa, pv)
 
     def _host_maps(self, probs: torch.Tensor, targets: list[str], size: int, binary: bool) -> np.ndarray:

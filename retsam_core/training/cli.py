@@ -38,8 +38,8 @@ def build_config(a):
         cfg.bundle_dir = a.bundle_dir
     if a.loader_workers is not None:
         cfg.loader_workers = a.loader_workers
-    if a.device_sampler:
-        cfg.device_sampler = True
+    if a.device_sampler is not None:
+        cfg.device_sampler = a.device_sampler
     if a.stages:
         bad = [s for s in a.stages if s not in STAGE_ORDER]
         if bad:
@@ -102,7 +102,8 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--bundle-dir", help="train from a portable bundle (python -m retsam_core.datasets.bundle) "
                                         "instead of the cache and the shared datasets")
     p.add_argument("--loader-workers", type=int, help="cut patches in this many threads (keeps a GPU fed)")
-    p.add_argument("--device-sampler", action="store_true", help="cut patches on the GPU (grid_sample), not on CPU threads")
+    p.add_argument("--device-sampler", action=argparse.BooleanOptionalAction,
+                   help="cut patches on the GPU (grid_sample), not on CPU threads (default: the config's)")
     p.add_argument("--datasets", nargs="+", help="chase_db1 hrf_av drishti_gs1 idrid")
     p.add_argument("--stages", nargs="+", help="subset of: experts pseudo multitask finetune")
     p.add_argument("--init-weights", metavar="WEIGHTS", help="start from these .safetensors (path or URI); their card "
