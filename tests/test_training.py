@@ -267,3 +267,35 @@ def test_training_and_export_import_without_skan():
             "print('ok')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_calibration_eyes_are_a_fixed_half_of_the_healthy_training_eyes(shared_data):
+    """Half the healthy training eyes can stay out of training, to choose lesion operating points on unseen eyes."""
+    from retsam_core.datasets.readers import get_reader
+    from retsam_core.evaluation.healthy_fp import healthy_images
+    from retsam_core.training.data import add_healthy_negatives
+
+    per_dataset = {}
+    for name in ("chase_db1", "hrf_av"):
+        r = get_reader(name, shared_data)
+        healthy = [i for i in r.ids("train") if r.healthy(i)]
+        per_dataset[name] = (len(healthy), sum(map(r.calibration_eye, healthy)))
+        assert not any(r.calibration_eye(i) for i in r.ids("test"))
+    assert per_dataset == {"chase_db1": (20, 10), "hrf_av": (10, 5)}
+    calibration = healthy_images(shared_data, "train", calibration_only=True)
+    assert len(calibration) == 15 and len(healthy_images(shared_data, "train")) == 30
+    assert {p.stem for p, _ in calibration} >= {"Image_06L", "Image_10R", "11_h", "15_h"}
+
+    recs = load_records("runs/cache", ["chase_db1"], "train", 128, root=shared_data, ids={"Image_01L", "Image_06L"})
+    assert add_healthy_negatives(recs, ["hemorrhage"], hold_out_calibration=True) == 1
+    assert {r.id for r in recs if "hemorrhage" in r.labels} == {"Image_01L"}
+    assert add_healthy_negatives(recs, ["hemorrhage"]) == 1  # the calibration eye, now without the hold-out
+
+
+def test_operating_point_knows_when_calibration_eyes_were_held_out():
+    from retsam_core.evaluation.lesion_operating_point import healthy_eyes_in_training
+
+    held = {"config": {"healthy_negatives": True, "hold_out_calibration_eyes": True}}
+    assert healthy_eyes_in_training(held) and not healthy_eyes_in_training(held, calibration_only=True)
+    earlier_all = {"config": held["config"], "initialised_from": {"config": {"healthy_negatives": True}}}
+    assert healthy_eyes_in_training(earlier_all, calibration_only=True)  # an earlier run trained on every eye

@@ -84,6 +84,12 @@ class Reader:
         """Whether the dataset says this eye has no retinopathy (its lesions are then known to be absent)."""
         return False
 
+    @staticmethod
+    def calibration_eye(id_: str) -> bool:
+        """A healthy training eye of the fixed calibration half: with `hold_out_calibration_eyes` it is never a
+        lesion negative in training, so the lesion operating points are chosen on eyes the heads never saw."""
+        return False
+
     def image_path(self, split: str, id_: str) -> Path:
         """The photograph alone, without reading its masks (evaluation cuts canvases from it)."""
         return self.root / "images" / split / f"{id_}.jpg"
@@ -110,6 +116,10 @@ class ChaseDB1(Reader):
     @staticmethod
     def healthy(id_):
         return True  # schoolchildren of the Child Heart and Health Study: no retinopathy
+
+    @staticmethod
+    def calibration_eye(id_):
+        return 6 <= int(id_[6:8]) <= 10  # children 06-10 of the training children 01-10, both eyes
 
     def load(self, split, id_):
         m = _bin(self.root / "masks" / "vessel_1stHO" / split / f"{id_}_1stHO.png")
@@ -139,6 +149,10 @@ class HrfAV(Reader):
     @staticmethod
     def healthy(id_):
         return id_.endswith("_h")  # HRF groups: _h healthy, _g glaucoma, _dr diabetic retinopathy
+
+    @staticmethod
+    def calibration_eye(id_):
+        return id_.endswith("_h") and 11 <= int(id_.split("_")[0]) <= 15  # healthy training eyes 11-15 of 06-15
 
     def image_path(self, split, id_):
         return next(p for p in (self.root / "images").iterdir() if p.stem == id_)

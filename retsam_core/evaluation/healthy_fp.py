@@ -26,13 +26,15 @@ from retsam_core.targets import LESION_TARGETS
 UNSEEN_CAMERA_FIELD_ANGLE = 45.0  # not known for the Wikimedia photograph: the pipeline's default
 
 
-def healthy_images(data_root: Path, split: str = "test") -> list[tuple[Path, float]]:
+def healthy_images(data_root: Path, split: str = "test", calibration_only: bool = False) -> list[tuple[Path, float]]:
     """Eyes without retinopathy in `split`, as the dataset readers know them (`Reader.healthy`): HRF-AV `_h`
-    images and CHASE_DB1 images (children), each with its camera's field angle (an angular-scale model's canvas)."""
+    images and CHASE_DB1 images (children), each with its camera's field angle (an angular-scale model's canvas).
+    `calibration_only`: the calibration half of them (`Reader.calibration_eye`)."""
     out = []
     for name in ("hrf_av", "chase_db1"):
         r = get_reader(name, data_root)
-        out += [(r.image_path(split, i), r.field_angle_deg) for i in r.ids(split) if r.healthy(i)]
+        out += [(r.image_path(split, i), r.field_angle_deg) for i in r.ids(split)
+                if r.healthy(i) and (r.calibration_eye(i) or not calibration_only)]
     return out
 
 

@@ -7,7 +7,9 @@ canvas pixels) with the best lesion-present DSC on the IDRiD training images amo
 retinopathy). Where such a point exists it is written to the card (`thresholds`, `postprocess.min_component_px`);
 the test-split checks (`retsam evaluate`, `healthy_fp`) then say whether it holds on eyes the choice never saw.
 When the heads were trained with those healthy eyes as negatives (`--healthy-negatives`), the card says so
-(`healthy_eyes_seen_in_training`): the training-eye count is then optimistic.
+(`healthy_eyes_seen_in_training`): the training-eye count is then optimistic. A run with
+`--hold-out-calibration-eyes` kept a fixed half of them out of training (`Reader.calibration_eye`); the choice is
+then made on that half alone (`calibration_eyes_only`), eyes the heads never saw.
 
     python -m retsam_core.evaluation.lesion_operating_point --card retsam_core/weights/retsam-small.json
 """
@@ -45,11 +47,11 @@ def _soft_maps(seg, path: Path, targets: list[str], canvas: int):
     return pre, {t: probs[ch.index(t)] * pre.fov for t in targets}
 
 
-def choose(seg, root: Path, max_false: float = 1.0, canvas: int = 1024, log=print) -> dict:
+def choose(seg, root: Path, max_false: float = 1.0, canvas: int = 1024, log=print, calibration_only=False) -> dict:
     targets = [t for t in LESION_TARGETS if t in seg.info.provides]
     grid = list(itertools.product(THRESHOLDS, MIN_AREAS))
     false = {t: np.zeros(len(grid)) for t in targets}
-    healthy = healthy_images(root, "train")
+    healthy = healthy_images(root, "train", calibration_only)
     for path, angle in healthy:  # each camera on the canvas the model asks for (an angular-scale model's own side)
         _, maps = _soft_maps(seg, path, targets, seg.info.canvas_side(angle, canvas))
         for t in targets:
@@ -108,18 +110,24 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     card_path = Path(a.card)
     seg = LearnedSegmenter.from_uri(str(card_path.with_suffix(".safetensors")), device="cpu")
-    result = choose(seg, data_root(a.data_root), a.max_false)
-    result["healthy_eyes_seen_in_training"] = healthy_eyes_in_training(seg.card.get("training", {}))
+    training = seg.card.get("training", {})
+    held_out = bool(training.get("config", {}).get("hold_out_calibration_eyes"))
+    result = choose(seg, data_root(a.data_root), a.max_false, calibration_only=held_out)
+    result["calibration_eyes_only"] = held_out
+    result["healthy_eyes_seen_in_training"] = healthy_eyes_in_training(training, calibration_only=held_out)
     record_in_card(card_path, result)
 
 
-def healthy_eyes_in_training(training: dict) -> bool:
-    """Whether the healthy training eyes this choice counts on were lesion negatives in training (a run with
-    `healthy_negatives`, here or in the weights it started from): their false-lesion count is then optimistic,
-    and only the healthy TEST eyes (`healthy_fp`) say how the heads behave on eyes they never saw."""
-    if training.get("config", {}).get("healthy_negatives"):
+def healthy_eyes_in_training(training: dict, calibration_only: bool = False) -> bool:
+    """Whether the healthy training eyes this choice counts on (all, or the calibration half) were lesion negatives
+    in training (a run with `healthy_negatives` that did not hold that half out, here or in the weights it started
+    from): their false-lesion count is then optimistic, and only the healthy TEST eyes (`healthy_fp`) say how the
+    heads behave on eyes they never saw."""
+    cfg = training.get("config", {})
+    if cfg.get("healthy_negatives") and not (calibration_only and cfg.get("hold_out_calibration_eyes")):
         return True
-    return bool(training.get("initialised_from")) and healthy_eyes_in_training(training["initialised_from"])
+    init = training.get("initialised_from")
+    return bool(init) and healthy_eyes_in_training(init, calibration_only)
 
 
 if __name__ == "__main__":

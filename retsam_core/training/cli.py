@@ -53,6 +53,8 @@ def build_config(a):
         cfg.train_groups = tuple(a.train_groups)
     if a.healthy_negatives:
         cfg.healthy_negatives = True
+    if a.hold_out_calibration_eyes:
+        cfg.hold_out_calibration_eyes = True
     if a.variant or a.resolution:
         cfg.model = ModelConfig.from_dict(cfg.model.to_dict() | {k: v for k, v in (("variant", a.variant), ("resolution", a.resolution)) if v})
     trainable = [s for s in cfg.stages if s != "pseudo"]
@@ -112,6 +114,8 @@ def add_arguments(p: argparse.ArgumentParser):
                                                      "lesions phenotypes); the rest stay as initialised")
     p.add_argument("--healthy-negatives", action="store_true", help="eyes their dataset calls healthy train the "
                                                                    "lesion channels as all background")
+    p.add_argument("--hold-out-calibration-eyes", action="store_true", help="with --healthy-negatives: keep the "
+                   "calibration half of those eyes out, so lesion operating points are chosen on unseen eyes")
     p.add_argument("--variant", choices=["small", "base"])
     p.add_argument("--resolution", type=int)
     p.add_argument("--steps", type=int, nargs="+", help="steps per trainable stage (one value = all)")

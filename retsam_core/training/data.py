@@ -93,13 +93,15 @@ def load_records(cache_dir, datasets, split, res, root=None, limit=None, cache_s
     return out
 
 
-def add_healthy_negatives(records: list[Record], channels) -> int:
+def add_healthy_negatives(records: list[Record], channels, hold_out_calibration: bool = False) -> int:
     """Lesion labels that are all background on eyes their dataset calls healthy (`Reader.healthy`): the only
     way the lesion decoders see normal vessels, the disc and the reflexes of healthy eyes as "no lesion".
-    Curated, not pseudo: they come from the dataset's diagnosis. Returns the number of channels added."""
+    Curated, not pseudo: they come from the dataset's diagnosis. `hold_out_calibration`: the calibration half
+    (`Reader.calibration_eye`) stays out, for choosing operating points. Returns the number of channels added."""
     n = 0
     for rec in records:
-        if rec.dataset in DATASETS and DATASETS[rec.dataset].healthy(rec.id):
+        reader = DATASETS.get(rec.dataset)
+        if reader and reader.healthy(rec.id) and not (hold_out_calibration and reader.calibration_eye(rec.id)):
             for ch in channels:
                 if ch not in rec.labels:
                     rec.labels[ch] = np.zeros(rec.fov.shape, np.uint8)

@@ -76,6 +76,7 @@ class TrainConfig:
     init_weights: str | None = None  # .safetensors path/URI: the first trained stage starts from these weights
     train_groups: tuple[str, ...] | None = None  # multitask/finetune train only these decoders (None: all labelled)
     healthy_negatives: bool = False  # healthy eyes (Reader.healthy) train the lesion channels as all background
+    hold_out_calibration_eyes: bool = False  # ... except the calibration half (Reader.calibration_eye)
     aug: AugConfig = field(default_factory=AugConfig)  # patch geometry and colour jitter (camera robustness)
     seed: int = 0
 
@@ -373,7 +374,7 @@ def run_training(cfg: TrainConfig, *, wrap_model=None, is_main=True, report=None
     if cfg.healthy_negatives:
         lesions = [c for c in cfg.model.task_groups.get("lesions", ())
                    if any(c in DATASETS[d].annotated for d in cfg.datasets if d in DATASETS)]
-        log(f"healthy eyes: {add_healthy_negatives(records, lesions)} all-background lesion labels ({', '.join(lesions)})")
+        log(f"healthy eyes: {add_healthy_negatives(records, lesions, cfg.hold_out_calibration_eyes)} all-background lesion labels ({', '.join(lesions)})")
     log(f"loaded {len(records)} training records at {res}px{' (intensity standardised)' if cfg.model.standardise_input else ''}: "
         f"{records_summary(records)}")
     last = None
