@@ -111,10 +111,11 @@ def main(argv: list[str] | None = None) -> None:
     card_path = Path(a.card)
     seg = LearnedSegmenter.from_uri(str(card_path.with_suffix(".safetensors")), device="cpu")
     training = seg.card.get("training", {})
-    held_out = bool(training.get("config", {}).get("hold_out_calibration_eyes"))
+    seen = healthy_eyes_in_training(training)
+    held_out = seen and not healthy_eyes_in_training(training, calibration_only=True)  # only that half is unseen
     result = choose(seg, data_root(a.data_root), a.max_false, calibration_only=held_out)
     result["calibration_eyes_only"] = held_out
-    result["healthy_eyes_seen_in_training"] = healthy_eyes_in_training(training, calibration_only=held_out)
+    result["healthy_eyes_seen_in_training"] = seen and not held_out
     record_in_card(card_path, result)
 
 
