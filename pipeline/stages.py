@@ -87,6 +87,7 @@ class SegmentStage:
 
     def __init__(self, config: dict, lookup_path: str | None, fs, root_path: str, protocol: str, num_gpus: float = 0.0):
         from retsam_core.image_io import DecodeLimits
+        from retsam_core.preprocess import DEFAULT_FIELD_ANGLE_DEG
         from retsam_core.segmenter import load_segmenter
 
         self.cfg = config
@@ -102,7 +103,7 @@ class SegmentStage:
         self.device = device
         self.segmenter = load_segmenter(config["segmenter"], device=device)
         # the canvas side: the configured one, or for an angular-scale segmenter its pixels per degree x the field angle
-        self.size = self.segmenter.info.canvas_side(float(config.get("field_angle_deg") or 45.0), int(config["canvas_size"]))
+        self.size = self.segmenter.info.canvas_side(float(config.get("field_angle_deg") or DEFAULT_FIELD_ANGLE_DEG), int(config["canvas_size"]))
         self.limits = DecodeLimits(min_side=int(config["min_side"]), max_pixels=int(config["max_pixels"]), target_side=self.size)
         self.targets = list(self.segmenter.info.provides)
         self.schema = _segment_stage_schema(self.targets)

@@ -107,6 +107,11 @@ def preprocess(rgb: np.ndarray, size: int, decode_scale: float = 1.0, original_s
     return Preprocessed(image, fov_small, geom)
 
 
+# The camera field angle assumed when neither the manifest nor the configuration gives one: it sets the mm/px estimate
+# and an angular-scale model's canvas side, so every default of it in the project refers here.
+DEFAULT_FIELD_ANGLE_DEG = 45.0
+
+
 def to_multiple(length: float, multiple: int = 32) -> int:
     """The nearest positive multiple of `multiple` (the small encoder halves the canvas five times)."""
     return max(multiple, multiple * round(length / multiple))

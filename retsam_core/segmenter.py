@@ -11,6 +11,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from retsam_core.preprocess import angular_canvas_side
+
 
 @dataclass(frozen=True)
 class SegmenterInfo:
@@ -25,8 +27,6 @@ class SegmenterInfo:
     def canvas_side(self, field_angle_deg: float | None, default: int = 1024) -> int:
         """The canvas side to cut for a camera of `field_angle_deg`: `default` unless the segmenter works at a fixed
         angular scale, whose pixels per degree then decide it."""
-        from retsam_core.preprocess import angular_canvas_side
-
         return angular_canvas_side(self.px_per_degree, field_angle_deg, default)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from retsam_core.biomarkers.api import BiomarkerResult, Scale, compute_biomarkers
 from retsam_core.biomarkers.scale import estimate_scale
+from retsam_core.preprocess import DEFAULT_FIELD_ANGLE_DEG
 from retsam_core.targets import TARGETS
 
 IMAGE_EXTS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
@@ -109,7 +110,7 @@ def quantify_mask_set(
     ms: MaskSet,
     scale: Scale | None = None,
     manifest_mm_per_px: float | None = None,
-    field_angle_deg: float = 45.0,
+    field_angle_deg: float = DEFAULT_FIELD_ANGLE_DEG,
     provided: Collection[str] | None = None,
 ) -> BiomarkerResult:
     """Biomarkers for one mask set. `provided`: targets the tool segments (missing file = none found)."""

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from retsam_core.biomarkers.api import Scale
+from retsam_core.preprocess import DEFAULT_FIELD_ANGLE_DEG
 
 MM_PER_DEGREE = 0.29  # retinal mm per visual degree (emmetropic eye)
 MEAN_DISC_DIAMETER_MM = 1.8
@@ -30,7 +31,7 @@ def estimate_scale(
     fov: np.ndarray | None,
     masks: Mapping[str, np.ndarray] | None = None,
     manifest_mm_per_px: float | None = None,
-    field_angle_deg: float = 45.0,
+    field_angle_deg: float = DEFAULT_FIELD_ANGLE_DEG,
 ) -> Scale:
     """Scale from the manifest, else the FOV diameter and field angle, else the disc diameter, else unknown."""
     if manifest_mm_per_px is not None and np.isfinite(manifest_mm_per_px) and manifest_mm_per_px > 0:

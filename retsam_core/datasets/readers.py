@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from retsam_core.preprocess import Geometry, _crop_padded
+from retsam_core.preprocess import DEFAULT_FIELD_ANGLE_DEG, Geometry, _crop_padded
 
 Image.MAX_IMAGE_PIXELS = None
 
@@ -69,7 +69,7 @@ class Reader:
     annotated: tuple[str, ...] = ()
     licence: str = ""
     splits: tuple[str, ...] = ("train", "test")
-    field_angle_deg: float = 45.0  # the camera's field of view: with the canvas side, the canvas's pixels per degree
+    field_angle_deg: float = DEFAULT_FIELD_ANGLE_DEG  # the camera's field of view: with the canvas side, the canvas's pixels per degree
 
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = data_root(root) / self.folder

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 
+from retsam_core.preprocess import DEFAULT_FIELD_ANGLE_DEG
 from retsam_core.subcommand import subcommand
 
 
@@ -47,7 +48,7 @@ def add_arguments(p):
     p.add_argument("--device")
     p.add_argument("--out", required=True, help="output folder for metrics.json / metrics.md")
     p.add_argument("--size", type=int, default=1024, help="canvas size of the scoring (pipeline default 1024)")
-    p.add_argument("--field-angle-deg", type=float, default=45.0,
+    p.add_argument("--field-angle-deg", type=float, default=DEFAULT_FIELD_ANGLE_DEG,
                    help="--images mode: the camera's field angle (an angular-scale model cuts its canvas from it; "
                         "a --dataset has its own)")
     p.add_argument("--cache-dir", default="runs/cache")

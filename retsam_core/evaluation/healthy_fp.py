@@ -20,10 +20,11 @@ import numpy as np
 
 from retsam_core.datasets.cache import canvas_from_bytes
 from retsam_core.datasets.readers import get_reader
+from retsam_core.preprocess import DEFAULT_FIELD_ANGLE_DEG
 from retsam_core.targets import LESION_TARGETS
 
 
-UNSEEN_CAMERA_FIELD_ANGLE = 45.0  # not known for the Wikimedia photograph: the pipeline's default
+UNSEEN_CAMERA_FIELD_ANGLE = DEFAULT_FIELD_ANGLE_DEG  # not known for the Wikimedia photograph
 
 
 def healthy_images(data_root: Path, split: str = "test", calibration_only: bool = False) -> list[tuple[Path, float]]:
