@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from retsam_core.preprocess import DEFAULT_FIELD_ANGLE_DEG
+
 
 @dataclass
 class PipelineConfig:
@@ -16,7 +18,7 @@ class PipelineConfig:
     segmenter: str = "default"  # "default", "learned", "classical", or a path/URI of .safetensors; "+flip": flip TTA
     min_side: int = 64  # decode limits (see retsam_core.image_io.DecodeLimits)
     max_pixels: int = 120_000_000
-    field_angle_deg: float = 45.0  # camera field angle: mm/px when the manifest has none; an angular-scale model's canvas
+    field_angle_deg: float = DEFAULT_FIELD_ANGLE_DEG  # camera field angle: mm/px when the manifest has none; an angular-scale model's canvas
     pass_image_to_quantify: bool = True  # hand the canvas (JPEG) to the biomarker stage (quality, colour)
 
     # Resources

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import schema as S
+from retsam_core.preprocess import DEFAULT_FIELD_ANGLE_DEG
 
 SEGMENT_OUT_EXTRA = [
     pa.field("read_path", pa.string()),
@@ -262,7 +263,7 @@ class QuantifyStage:
 
             arr = cv2.imdecode(np.frombuffer(canvas_jpeg, np.uint8), cv2.IMREAD_COLOR)
             image = None if arr is None else np.ascontiguousarray(arr[..., ::-1])
-        scale = make_scale(row.get("original_mm_per_px"), geom, masks, fov, float(self.cfg.get("field_angle_deg") or 45.0))
+        scale = make_scale(row.get("original_mm_per_px"), geom, masks, fov, float(self.cfg.get("field_angle_deg") or DEFAULT_FIELD_ANGLE_DEG))
         res = compute_biomarkers(masks, fov, scale, image=image, provided=self.prov["provided_targets"])
         for f in self.bio_fields:
             row[f.name] = _plain(res.values.get(f.name))
@@ -313,7 +314,7 @@ def warm_up_biomarkers() -> None:
         pass
 
 
-def make_scale(original_mm_per_px, geom, masks, fov, field_angle_deg: float = 45.0):
+def make_scale(original_mm_per_px, geom, masks, fov, field_angle_deg: float = DEFAULT_FIELD_ANGLE_DEG):
     """Scale of the canvas grid: from the manifest when given, else estimated by retsam_core (FOV, then disc)."""
     from retsam_core.preprocess import canvas_mm_per_px
 

@@ -13,7 +13,6 @@ import copy
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -105,32 +104,6 @@ def add_healthy_negatives(records: list[Record], channels, hold_out_calibration:
             for ch in channels:
                 if ch not in rec.labels:
                     rec.labels[ch] = np.zeros(rec.fov.shape, np.uint8)
-                    n += 1
-    return n
-
-
-def add_pseudo_labels(records: list[Record], pseudo_dir: Path) -> int:
-    """Attach pseudo-labels written by `stages.make_pseudo_labels` (only for channels a record lacks)."""
-    n = 0
-    for rec in records:
-        p = Path(pseudo_dir) / rec.dataset / f"{rec.id}.npz"
-        if not p.exists():
-            continue
-        with np.load(p) as z:
-            for k in z.files:
-                if k.startswith("m_") and k[2:] not in rec.labels:
-                    ch = k[2:]
-                    lab = z[k]
-                    if lab.shape[0] != rec.image.shape[0]:
-                        lab = cv2.resize(lab, rec.image.shape[:2][::-1], interpolation=cv2.INTER_LINEAR)
-                    rec.labels[ch] = lab
-                    ig = z.get("i_" + ch) if hasattr(z, "get") else None
-                    if "i_" + ch in z.files:
-                        ig = z["i_" + ch]
-                        if ig.shape[0] != rec.image.shape[0]:
-                            ig = cv2.resize(ig.astype(np.uint8), rec.image.shape[:2][::-1], interpolation=cv2.INTER_NEAREST).astype(bool)
-                        rec.ignore[ch] = ig
-                    rec.pseudo.add(ch)
                     n += 1
     return n
 

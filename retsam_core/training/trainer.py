@@ -24,13 +24,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
-import numpy as np
 import torch
 
 from retsam_core.datasets.readers import DATASETS
 from retsam_core.model.network import ModelConfig, RetSAMNet, TASK_GROUPS
-from retsam_core.training.data import AugConfig, PatchSampler, add_healthy_negatives, add_pseudo_labels, batch_stream, batch_to_float, load_records, records_summary
+from retsam_core.training.data import AugConfig, PatchSampler, add_healthy_negatives, batch_stream, batch_to_float, load_records, records_summary
 from retsam_core.training.losses import av_consistency, partial_label_loss
+from retsam_core.training.pseudo import add_pseudo_labels, make_pseudo_labels
 
 STAGE_ORDER = ("experts", "pseudo", "multitask", "finetune")
 DATASET_GROUPS = {"chase_db1": ("vessels",), "hrf_av": ("vessels",), "drishti_gs1": ("disc_cup",), "idrid": ("lesions", "disc_cup")}
@@ -285,45 +285,6 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
     return state
 
 
-@torch.no_grad()
-def predict_probs(model: RetSAMNet, image_uint8: np.ndarray) -> np.ndarray:
-    """(R, R, 3) uint8 at the model resolution -> (C, R, R) float32 probabilities (on the model's device)."""
-    model.eval()
-    dev = next(model.parameters()).device
-    x = torch.from_numpy(image_uint8).permute(2, 0, 1)[None].to(dev)
-    return torch.sigmoid(model(model.normalise(x))["seg"].float())[0].cpu().numpy()
-
-
-def make_pseudo_labels(cfg: TrainConfig, experts: dict[str, dict], records, out_dir: Path, log=print) -> int:
-    """Stage 2a: each expert labels the records that lack its group's labels; uncertain pixels are ignored."""
-    n = 0
-    lo, hi = cfg.pseudo_band
-    for group, state in experts.items():
-        model = RetSAMNet(cfg.model)
-        model.load_state_dict(state)
-        model.skip_groups = {g for g in cfg.model.task_groups if g != group}
-        model.to(_training_device(cfg))
-        chans = [c for c in cfg.model.task_groups[group]]
-        for rec in records:
-            todo = [c for c in chans if c not in rec.labels]
-            # only pseudo-label channels that some curated dataset trains (e.g. not drusen)
-            todo = [c for c in todo if any(c in r.labels and c not in r.pseudo for r in records)]
-            if not todo:
-                continue
-            p = predict_probs(model, rec.image)
-            path = Path(out_dir) / rec.dataset / f"{rec.id}.npz"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            old = dict(np.load(path)) if path.exists() else {}
-            for c in todo:
-                pc = p[model.channels.index(c)] * rec.fov
-                old["m_" + c] = ((pc >= 0.5) * 255).astype(np.uint8)
-                old["i_" + c] = (pc > lo) & (pc < hi)
-            np.savez(path, **old)
-            n += 1
-    log(f"[pseudo] wrote pseudo-labels for {n} (image, expert) pairs to {out_dir}")
-    return n
-
-
 def initial_state(cfg: TrainConfig) -> dict | None:
     """The released weights named by `cfg.init_weights` (hash-checked), adopting their card's architecture."""
     if not cfg.init_weights:
@@ -400,7 +361,7 @@ def run_training(cfg: TrainConfig, *, wrap_model=None, is_main=True, report=None
                         if p.exists():
                             experts[g] = torch.load(p, map_location="cpu", weights_only=False)["model"]
                 if is_main:
-                    n = make_pseudo_labels(cfg, experts, records, out / "pseudo", log)
+                    n = make_pseudo_labels(cfg, experts, records, out / "pseudo", _training_device(cfg), log)
                     done.write_text(json.dumps({"pairs": n, "experts": sorted(experts)}))
             n = add_pseudo_labels(records, out / "pseudo")
             log(f"[pseudo] attached {n} pseudo-label channels")
