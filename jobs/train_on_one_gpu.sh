@@ -26,15 +26,9 @@ rc=${PIPESTATUS[0]}
 echo "train exit: $rc after $(( $(date +%s) - T0 )) s"; tail -n 4 "$OUT/train_stdout.log"
 LEFT=$(( BUDGET - ($(date +%s) - T0) ))
 if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$LEFT" -gt 150 ]; then
-  # the config's expert and head minutes (each at most a fifth of what is left); multi-task takes the rest
-  MINUTES=$($PY -c "import json, sys; c = json.load(open(sys.argv[1])); m = (int(sys.argv[2]) - 150) / 60
-stages = [s for s in c['stages'] if s != 'pseudo']
-mins = {s: min(c[s]['max_minutes'], max(m, 0.5) / 5) for s in stages if s != 'multitask'}
-mins['multitask'] = max(0.5, m - 3 * mins.get('experts', 0) - mins.get('finetune', 0))
-print(' '.join(str(round(mins[s], 2)) for s in stages))" "$CONFIG" "$LEFT")
-  echo "resuming with CPU patch threads: minutes per stage ${MINUTES} in the ${LEFT} s left"
+  echo "resuming with CPU patch threads in the ${LEFT} s left (stage minutes shrunk to fit)"
   timeout "$LEFT" $PY jobs/train.py --config "$CONFIG" --bundle-dir "$BUNDLE" --out-dir "$RUN" --loader-workers 14 \
-    --no-device-sampler --minutes $MINUTES 2>&1 | grep -v "^$" > "$OUT/train_fallback_stdout.log"
+    --no-device-sampler --minutes-within $(( LEFT - 150 )) 2>&1 | grep -v "^$" > "$OUT/train_fallback_stdout.log"
   echo "fallback train exit: ${PIPESTATUS[0]}"; tail -n 4 "$OUT/train_fallback_stdout.log"
 fi
 $PY jobs/train.py --config "$RUN/config.json" --out-dir "$RUN" --export "$OUT/retsam-small.safetensors" || exit 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import shutil
 
 import numpy as np
@@ -111,8 +112,6 @@ def test_stage_resume_from_checkpoint(tmp_path, chase_records):
 def test_job_configs_parse_and_augmentation_reaches_the_sampler(tmp_path, chase_records):
     """Every shipped training config names only known fields (a typo would silently train the default), and the
     augmentation a config asks for is the one the stage's patch sampler uses."""
-    from pathlib import Path
-
     configs = sorted((Path(__file__).resolve().parents[1] / "jobs" / "configs").glob("*.json"))
     assert configs
     for path in configs:
@@ -299,3 +298,22 @@ def test_operating_point_knows_when_calibration_eyes_were_held_out():
     assert healthy_eyes_in_training(held) and not healthy_eyes_in_training(held, calibration_only=True)
     earlier_all = {"config": held["config"], "initialised_from": {"config": {"healthy_negatives": True}}}
     assert healthy_eyes_in_training(earlier_all, calibration_only=True)  # an earlier run trained on every eye
+
+
+def test_a_resumed_gpu_run_fits_the_configs_stage_minutes_into_the_time_left():
+    """`--minutes-within` (the GPU script's fallback): experts and head fine-tuning keep the config's minutes while
+    they fit, multi-task takes the rest; a config that skips the experts gives their share to multi-task."""
+    import argparse
+
+    from retsam_core.training.cli import add_arguments, build_config
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    configs = Path(__file__).resolve().parents[1] / "jobs" / "configs"
+    scratch = build_config(parser.parse_args(["--config", str(configs / "retsam-small-gpu.json"), "--minutes-within", "330"]))
+    assert (scratch.experts.max_minutes, scratch.finetune.max_minutes) == (0.5, 0.7)
+    assert scratch.multitask.max_minutes == pytest.approx(5.5 - 1.5 - 0.7)
+    short = build_config(parser.parse_args(["--config", str(configs / "retsam-small-gpu.json"), "--minutes-within", "60"]))
+    assert short.experts.max_minutes == pytest.approx(0.2) and short.multitask.max_minutes == 0.5
+    cont = build_config(parser.parse_args(["--config", str(configs / "retsam-small-gpu-continue.json"), "--minutes-within", "330"]))
+    assert cont.multitask.max_minutes == pytest.approx(5.5 - 0.7)

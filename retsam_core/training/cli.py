@@ -18,6 +18,19 @@ from pathlib import Path
 from retsam_core.subcommand import subcommand
 
 
+def fit_minutes_within(cfg, seconds: float) -> None:
+    """Shrink the stage budgets of `cfg` to fit `seconds` of training (a resumed run with less time left): the
+    experts and head fine-tuning keep their minutes up to a fifth of the time each, multi-task gets the rest."""
+    total = max(seconds / 60, 0.5)
+    stages = [s for s in cfg.stages if s != "pseudo"]
+    for s in stages:
+        if s != "multitask":
+            getattr(cfg, s).max_minutes = min(getattr(cfg, s).max_minutes, total / 5)
+    experts = 3 * cfg.experts.max_minutes if "experts" in stages else 0.0  # one expert per task group with data
+    finetune = cfg.finetune.max_minutes if "finetune" in stages else 0.0
+    cfg.multitask.max_minutes = max(0.5, total - experts - finetune)
+
+
 def build_config(a):
     from retsam_core.model.network import ModelConfig
     from retsam_core.training.trainer import STAGE_ORDER, TrainConfig
@@ -58,6 +71,8 @@ def build_config(a):
     if a.variant or a.resolution:
         cfg.model = ModelConfig.from_dict(cfg.model.to_dict() | {k: v for k, v in (("variant", a.variant), ("resolution", a.resolution)) if v})
     trainable = [s for s in cfg.stages if s != "pseudo"]
+    if a.minutes_within:
+        fit_minutes_within(cfg, a.minutes_within)
     for opt, field in ((a.steps, "steps"), (a.minutes, "max_minutes"), (a.lr, "lr")):
         if opt:
             vals = opt if len(opt) == len(trainable) else [opt[0]] * len(trainable)
@@ -120,6 +135,8 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--resolution", type=int)
     p.add_argument("--steps", type=int, nargs="+", help="steps per trainable stage (one value = all)")
     p.add_argument("--minutes", type=float, nargs="+", help="wall-clock budget per trainable stage")
+    p.add_argument("--minutes-within", type=float, metavar="SECONDS", help="shrink the config's stage budgets to "
+                   "fit this many seconds (multi-task takes what the experts and fine-tuning leave)")
     p.add_argument("--lr", type=float, nargs="+")
     p.add_argument("--batch", type=int)
     p.add_argument("--patch", type=int)
