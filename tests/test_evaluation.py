@@ -158,3 +158,24 @@ def test_a_canvas_of_another_side_is_scored_on_the_same_ground_truth(tmp_path):
     assert row["vessel"]["gt_pixels"] == int(gts["vessel"].sum())  # scored on the 256 px ground truth
     assert row["vessel"]["dsc"] > 0.9  # the same segmenter on the same 768 px canvas: only the averaging differs
     assert row["optic_disc"]["dsc"] > 0.9
+
+
+def test_published_figures_sit_beside_our_own_with_their_metric_and_source():
+    """Every published figure names a dataset and target the summary reports, a metric and a source; the summary
+    table and the card show them beside our figures, and a target without one says why rather than borrowing another
+    metric's figure."""
+    from retsam_core.evaluation.published import NOT_FOUND, PUBLISHED, sources_markdown
+    from retsam_core.evaluation.report import TARGET_GOALS, summary_markdown
+    from retsam_core.targets import TARGETS
+
+    for f in PUBLISHED:
+        assert f.target in TARGETS and f.metric in ("DSC", "F1", "AUPR") and 0 < f.value < 1 and f.source
+    assert {(f.dataset, f.target) for f in PUBLISHED} | {("hrf_av", "artery"), ("hrf_av", "vein")} >= set(TARGET_GOALS)
+    summary = {"datasets": ["chase_db1", "hrf_av"], "classical": {},
+               "learned": {"chase_db1": {"vessel": {"dsc": 0.77, "images": 8}},
+                           "hrf_av": {"artery": {"dsc": 0.6, "images": 15}}}}
+    rows = summary_markdown(summary).splitlines()
+    assert rows[0].endswith("| published (reference) |")
+    assert rows[2].endswith("| 0.778 F1 (U-Net); 0.807 F1 (IterNet) |") and rows[3].endswith("|  |")
+    md = sources_markdown()
+    assert "IterNet: Li et al." in md and all(why in md for why in NOT_FOUND.values())

@@ -9,6 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
+from retsam_core.evaluation.published import sources_markdown
 from retsam_core.evaluation.report import summary_markdown
 
 CITATIONS = {
@@ -97,7 +98,9 @@ def render(card: dict, summary: dict | None, notes: str = "", appendix: str = ""
         L += ["DSC = mean over images. For lesions, 'DSC (lesion present)' is the IDRiD image-level mean over images whose "
               "ground truth contains the lesion; 'DSC' also counts lesion-free images (1 if nothing predicted, else 0); AUPR is "
               "pooled over all test pixels (IDRiD challenge style). Vessel metrics include clDice. Classical = "
-              "`load_segmenter('classical')` on the same canvases (it provides vessel, optic disc, fovea only).", ""]
+              "`load_segmenter('classical')` on the same canvases (it provides vessel, optic disc, fovea only). "
+              "Published figures are for reference, from models trained on that dataset alone, mostly at full resolution "
+              "(`retsam_core/evaluation/published.py`):", "", sources_markdown()]
         sp = summary.get("seconds_per_image", {})
         if sp:
             L += ["Seconds per image during evaluation (shared 2-core CPU, 1 thread, includes resize/threshold): " +

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from retsam_core.evaluation.evaluate import evaluate_dataset
+from retsam_core.evaluation.published import published_cell
 from retsam_core.model.loading import card_path_for
 
 DATASET_ORDER = ("chase_db1", "hrf_av", "drishti_gs1", "idrid")
@@ -29,8 +30,9 @@ def _f(v):
 
 
 def summary_markdown(summary: dict) -> str:
-    lines = ["| dataset (test split) | target | learned DSC | learned DSC (lesion present) | clDice | AUPR | classical DSC | goal |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset (test split) | target | learned DSC | learned DSC (lesion present) | clDice | AUPR | classical DSC | goal "
+             "| published (reference) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for ds in summary["datasets"]:
         L = summary["learned"].get(ds, {})
         C = summary["classical"].get(ds, {})
@@ -38,7 +40,7 @@ def summary_markdown(summary: dict) -> str:
             c = C.get(t, {})
             goal = TARGET_GOALS.get((ds, t))
             lines.append(f"| {ds} ({a['images']}) | {t} | {_f(a['dsc'])} | {_f(a.get('dsc_present'))} | {_f(a.get('cldice'))} | "
-                         f"{_f(a.get('aupr'))} | {_f(c.get('dsc'))} | {'≥ %.2f' % goal if goal else ''} |")
+                         f"{_f(a.get('aupr'))} | {_f(c.get('dsc'))} | {'≥ %.2f' % goal if goal else ''} | {published_cell(ds, t)} |")
     return "\n".join(lines) + "\n"
 
 
