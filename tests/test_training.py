@@ -317,3 +317,18 @@ def test_a_resumed_gpu_run_fits_the_configs_stage_minutes_into_the_time_left():
     assert short.experts.max_minutes == pytest.approx(0.2) and short.multitask.max_minutes == 0.5
     cont = build_config(parser.parse_args(["--config", str(configs / "retsam-small-gpu-continue.json"), "--minutes-within", "330"]))
     assert cont.multitask.max_minutes == pytest.approx(5.5 - 0.7)
+
+
+def test_lesion_operating_points_keep_a_margin_below_the_healthy_eye_bar():
+    """With a confidence, the bar must hold at the Poisson upper bound of the rate the counted eyes show: 15
+    haemorrhages on 15 calibration eyes sit exactly at a bar of 1 per eye and no longer pass; without one, the
+    observed rate decides as before."""
+    from retsam_core.evaluation.lesion_operating_point import false_lesion_bound
+
+    counts = np.array([0, 9, 12, 15])
+    assert np.allclose(false_lesion_bound(counts, 15, 0.0), counts / 15)
+    bound = false_lesion_bound(counts, 15, 0.8)
+    assert np.all(bound > counts / 15) and np.all(np.diff(bound) > 0)
+    assert bound[0] == pytest.approx(-np.log(0.2) / 15)  # zero seen: exp(-15 r) = 0.2 at the bound
+    assert list(bound <= 1.0) == [True, True, False, False]
+    assert false_lesion_bound(np.array([24]), 30, 0.8)[0] < bound[2]  # more eyes, the same rate: a smaller margin
