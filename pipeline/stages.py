@@ -88,7 +88,6 @@ class SegmentStage:
 
     def __init__(self, config: dict, lookup_path: str | None, fs, root_path: str, protocol: str, num_gpus: float = 0.0):
         from retsam_core.image_io import DecodeLimits
-        from retsam_core.preprocess import DEFAULT_FIELD_ANGLE_DEG
         from retsam_core.segmenter import load_segmenter
 
         self.cfg = config

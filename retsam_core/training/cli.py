@@ -21,12 +21,15 @@ from retsam_core.subcommand import subcommand
 def fit_minutes_within(cfg, seconds: float) -> None:
     """Shrink the stage budgets of `cfg` to fit `seconds` of training (a resumed run with less time left): the
     experts and head fine-tuning keep their minutes up to a fifth of the time each, multi-task gets the rest."""
+    from retsam_core.training.trainer import DATASET_GROUPS
+
     total = max(seconds / 60, 0.5)
     stages = [s for s in cfg.stages if s != "pseudo"]
     for s in stages:
         if s != "multitask":
             getattr(cfg, s).max_minutes = min(getattr(cfg, s).max_minutes, total / 5)
-    experts = 3 * cfg.experts.max_minutes if "experts" in stages else 0.0  # one expert per task group with data
+    groups = {g for ds in cfg.datasets for g in DATASET_GROUPS.get(ds, ())}  # one expert per task group with data
+    experts = len(groups) * cfg.experts.max_minutes if "experts" in stages else 0.0
     finetune = cfg.finetune.max_minutes if "finetune" in stages else 0.0
     cfg.multitask.max_minutes = max(0.5, total - experts - finetune)
 

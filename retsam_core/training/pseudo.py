@@ -75,7 +75,6 @@ def add_pseudo_labels(records: list[Record], pseudo_dir: Path) -> int:
                     if lab.shape[0] != rec.image.shape[0]:
                         lab = cv2.resize(lab, rec.image.shape[:2][::-1], interpolation=cv2.INTER_LINEAR)
                     rec.labels[ch] = lab
-                    ig = z.get("i_" + ch) if hasattr(z, "get") else None
                     if "i_" + ch in z.files:
                         ig = z["i_" + ch]
                         if ig.shape[0] != rec.image.shape[0]:
