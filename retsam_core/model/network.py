@@ -42,6 +42,7 @@ class ModelConfig:
     fovea_head: bool = True
     standardise_input: bool = False  # canvases pass through intensity.standardise_intensity (training and inference)
     px_per_degree: float | None = None  # angular-scale canvas: side = px_per_degree x the camera's field angle (see canvas_side)
+    vessel_refiner: int = 0  # > 0: an IterNet-style refiner of this width corrects the vessel logits (see VesselRefiner)
     swin_name: str = "swin_base_patch4_window7_224"  # base variant only
     task_groups: dict = field(default_factory=lambda: {k: list(v) for k, v in TASK_GROUPS.items()})
 
@@ -146,12 +147,40 @@ class Decoder(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Conv2d(cin, n_out, 1)
 
-    def forward(self, feats):
+    def forward(self, feats, with_features: bool = False):
         x = feats[-1]
         for blk, skip in zip(self.blocks, reversed(feats[:-1])):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = blk(torch.cat([x, skip], 1))
-        return self.head(x)
+        return (self.head(x), x) if with_features else self.head(x)
+
+
+class VesselRefiner(nn.Module):
+    """A small U-Net that reads the image, the vessel decoder's probabilities and its last features (all on the
+    decoder's output grid) and adds a correction to the vessel logits: IterNet's refinement (Li et al., WACV 2020),
+    which joins broken thin vessels that a single pass leaves. Its head starts at zero, so a network given a refiner
+    computes exactly what it computed before, and the refiner alone can be trained on a frozen model."""
+
+    def __init__(self, c_image: int, c_logits: int, c_features: int, width: int):
+        super().__init__()
+        w = width
+        self.e0 = _cbr(c_image + c_logits + c_features, w)
+        self.e1 = nn.Sequential(_cbr(w, 2 * w, stride=2), ResBlock(2 * w))
+        self.e2 = nn.Sequential(_cbr(2 * w, 3 * w, stride=2), ResBlock(3 * w))
+        self.d1 = _cbr(5 * w, 2 * w)
+        self.d0 = _cbr(3 * w, w)
+        self.head = nn.Conv2d(w, c_logits, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, image, logits, features):
+        up = lambda t, ref: F.interpolate(t, size=ref.shape[-2:], mode="bilinear", align_corners=False)  # noqa: E731
+        x0 = self.e0(torch.cat([image, torch.sigmoid(logits), features], 1))
+        x1 = self.e1(x0)
+        x2 = self.e2(x1)
+        y1 = self.d1(torch.cat([up(x2, x1), x1], 1))
+        y0 = self.d0(torch.cat([up(y1, x0), x0], 1))
+        return logits + self.head(y0)
 
 
 class FoveaHead(nn.Module):
@@ -179,6 +208,9 @@ class RetSAMNet(nn.Module):
         u2 = self.unshuffle**2
         self.decoders = nn.ModuleDict({g: Decoder(enc, cfg.dec_channels, len(ch) * u2) for g, ch in cfg.task_groups.items()})
         self.fovea = FoveaHead(enc[-1]) if cfg.fovea_head else None
+        self.vessel_refiner = None
+        if cfg.vessel_refiner and "vessels" in cfg.task_groups:
+            self.vessel_refiner = VesselRefiner(3 * u2, len(cfg.task_groups["vessels"]) * u2, cfg.dec_channels[-1], cfg.vessel_refiner)
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
         self.skip_groups: set[str] = set()  # inference-only: groups whose channels are all untrained
@@ -196,13 +228,18 @@ class RetSAMNet(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """`x`: (N, 3, H, W), float already normalised (see `normalise`); H, W divisible by 32 (small)."""
         u = self.unshuffle
-        feats = self.encoder(F.pixel_unshuffle(x, u) if u > 1 else x)
+        xu = F.pixel_unshuffle(x, u) if u > 1 else x
+        feats = self.encoder(xu)
         outs = []
         for g, ch in self.cfg.task_groups.items():
             if g in self.skip_groups:
                 outs.append(x.new_full((x.shape[0], len(ch)) + x.shape[-2:], -20.0))
             else:
-                y = self.decoders[g](feats)
+                if g == "vessels" and self.vessel_refiner is not None:
+                    y, last = self.decoders[g](feats, with_features=True)
+                    y = self.vessel_refiner(xu, y, last)
+                else:
+                    y = self.decoders[g](feats)
                 outs.append(F.pixel_shuffle(y, u) if u > 1 else y)
         out = {"seg": torch.cat(outs, 1)}
         if self.fovea is not None:

@@ -20,7 +20,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -75,6 +75,8 @@ class TrainConfig:
     device_sampler: bool = False  # cut patches on the training device (GPU) instead of CPU threads
     init_weights: str | None = None  # .safetensors path/URI: the first trained stage starts from these weights
     train_groups: tuple[str, ...] | None = None  # multitask/finetune train only these decoders (None: all labelled)
+    frozen_decoders: tuple[str, ...] = ()  # multitask/finetune keep these decoders as given (weights, BatchNorm statistics):
+    #   with `train_groups` ("vessels",) and a `model.vessel_refiner`, only the refiner learns
     healthy_negatives: bool = False  # healthy eyes (Reader.healthy) train the lesion channels as all background
     hold_out_calibration_eyes: bool = False  # ... except the calibration half (Reader.calibration_eye)
     aug: AugConfig = field(default_factory=AugConfig)  # patch geometry and colour jitter (camera robustness)
@@ -94,7 +96,7 @@ class TrainConfig:
         for k in ("experts", "multitask", "finetune"):
             if k in d and isinstance(d[k], dict):
                 d[k] = StageConfig(**d[k])
-        for k in ("datasets", "stages", "pseudo_band", "train_groups"):
+        for k in ("datasets", "stages", "pseudo_band", "train_groups", "frozen_decoders"):
             if k in d and d[k] is not None:
                 d[k] = tuple(d[k])
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
@@ -157,14 +159,22 @@ def freeze_encoder(model: RetSAMNet):
         p.requires_grad_(False)
 
 
-def set_train_mode(model: RetSAMNet, frozen_encoder: bool):
+def freeze_decoders(model: RetSAMNet, groups) -> None:
+    for g in groups:
+        for p in model.decoders[g].parameters():
+            p.requires_grad_(False)
+
+
+def set_train_mode(model: RetSAMNet, frozen_encoder: bool, frozen_decoders=()):
     model.train()
     if frozen_encoder:
         model.encoder.eval()  # keep BatchNorm running statistics fixed
+    for g in frozen_decoders:
+        model.decoders[g].eval()
 
 
 def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Path, *, channel_filter=None,
-                init_state=None, frozen_encoder=False, log=None, wrap_model=None, is_main=True, report=None,
+                init_state=None, frozen_encoder=False, frozen_decoders=(), log=None, wrap_model=None, is_main=True, report=None,
                 rank=0, world=1) -> dict:
     """Train one stage to `sc.steps` (or `sc.max_minutes`), resuming from `out/ckpt.pt`. Returns the final state."""
     log = log or Logger(out / "train.log", is_main)
@@ -184,6 +194,7 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
     model.skip_groups = {g for g, ch in cfg.model.task_groups.items() if not (set(ch) & used)}
     if frozen_encoder:
         freeze_encoder(model)
+    freeze_decoders(model, frozen_decoders)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=sc.lr, weight_decay=sc.weight_decay)
     warm = max(1, min(50, sc.steps // 20))
@@ -203,7 +214,7 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
             f"dataset_weights={cfg.dataset_weights} lesion_pos_weight={cfg.lesion_pos_weight} av_weight={cfg.av_weight}")
     else:
         log(f"[{stage}] start: {sc} data={records_summary(records)} channels={sorted(used)} skip={sorted(model.skip_groups)}"
-            f" frozen_encoder={frozen_encoder} world={world} aug={sampler.aug}")
+            f" frozen_encoder={frozen_encoder} frozen_decoders={list(frozen_decoders)} world={world} aug={sampler.aug}")
     if wrap_model is None:
         model.to(_training_device(cfg))
         net = model
@@ -239,7 +250,7 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
         return go
 
     while keep_going():
-        set_train_mode(model, frozen_encoder)
+        set_train_mode(model, frozen_encoder, frozen_decoders)
         x, y, w, ann, _ = (t.to(dev, non_blocking=True) if torch.is_tensor(t) else t for t in next(batches))
         x, y, w = batch_to_float(x, y, w)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
@@ -278,6 +289,7 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
         info = {"stage": stage, "steps": step, "planned_steps": sc.steps, "minutes": round(elapsed / 60, 2),
                 "final_loss": hist[-1][2] if hist else None, "first_loss": hist[0][2] if hist else None,
                 "channels": sorted(used), "data": records_summary(records), "frozen_encoder": frozen_encoder,
+                "frozen_decoders": list(frozen_decoders),
                 "world_size": world, "patch": sc.patch, "batch": sc.batch, "lr": sc.lr,
                 "hardware": describe_hardware(dev, cfg.threads, world), "bf16": use_amp}
         done.write_text(json.dumps(info, indent=1))
@@ -286,12 +298,18 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
 
 
 def initial_state(cfg: TrainConfig) -> dict | None:
-    """The released weights named by `cfg.init_weights` (hash-checked), adopting their card's architecture."""
+    """The released weights named by `cfg.init_weights` (hash-checked), adopting their card's architecture. A
+    `model.vessel_refiner` the config asks for and the weights lack is added, starting as the identity."""
     if not cfg.init_weights:
         return None
     from retsam_core.model.loading import load_model
 
     model, _ = load_model(cfg.init_weights)
+    if cfg.model.vessel_refiner and not model.cfg.vessel_refiner:
+        grown = RetSAMNet(replace(model.cfg, vessel_refiner=cfg.model.vessel_refiner))
+        missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+        assert not unexpected and all(k.startswith("vessel_refiner.") for k in missing), (missing, unexpected)
+        model = grown
     cfg.model = model.cfg
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -369,7 +387,8 @@ def run_training(cfg: TrainConfig, *, wrap_model=None, is_main=True, report=None
             if not (out / "pseudo" / "done.json").exists() or not any(r.pseudo for r in records):
                 add_pseudo_labels(records, out / "pseudo")
             state = train_stage(cfg, "multitask", cfg.multitask, records, out / "multitask", init_state=state,
-                                channel_filter=only, log=log, wrap_model=wrap_model, is_main=is_main, report=report, rank=rank, world=world)
+                                channel_filter=only, frozen_decoders=cfg.frozen_decoders, log=log, wrap_model=wrap_model,
+                                is_main=is_main, report=report, rank=rank, world=world)
             last = out / "multitask" / "final.pt"
         elif stage == "finetune":
             if state is None:
@@ -384,7 +403,7 @@ def run_training(cfg: TrainConfig, *, wrap_model=None, is_main=True, report=None
                     r.ignore.pop(c, None)
                 r.pseudo.clear()
             state = train_stage(cfg, "finetune", cfg.finetune, curated, out / "finetune", init_state=state,
-                                channel_filter=only, frozen_encoder=True, log=log, wrap_model=wrap_model, is_main=is_main, report=report,
+                                channel_filter=only, frozen_encoder=True, frozen_decoders=cfg.frozen_decoders, log=log, wrap_model=wrap_model, is_main=is_main, report=report,
                                 rank=rank, world=world)
             last = out / "finetune" / "final.pt"
     return last
