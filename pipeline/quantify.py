@@ -20,6 +20,7 @@ import pyarrow as pa
 from pipeline import PIPELINE_VERSION
 from pipeline import schema as S
 from pipeline.config import PipelineConfig
+from retsam_core.preprocess import DEFAULT_FIELD_ANGLE_DEG
 
 SEGMENTER_NAME = "user-masks"
 
@@ -88,7 +89,7 @@ class MaskSetStage:
             if ms is None:
                 raise FileNotFoundError(f"no masks named {stem}_<target>.png in {folder}")
             mm = mm if mm is not None else self.cfg.get("mm_per_px")
-            res = quantify_mask_set(ms, manifest_mm_per_px=mm, field_angle_deg=float(self.cfg.get("field_angle_deg") or PipelineConfig.field_angle_deg),
+            res = quantify_mask_set(ms, manifest_mm_per_px=mm, field_angle_deg=float(self.cfg.get("field_angle_deg") or DEFAULT_FIELD_ANGLE_DEG),
                                     provided=self.cfg.get("provided") or None)
             row["provided_targets"] = sorted(ms.masks)
             row["original_mm_per_px"] = mm

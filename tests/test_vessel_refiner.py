@@ -50,6 +50,9 @@ def test_refiner_trained_alone_on_released_weights(tmp_path, shared_data):
 
     card = export_weights(tmp_path / "run", tmp_path / "refined.safetensors")
     assert card["architecture"]["vessel_refiner"] == 8 and card["architecture"]["resolution"] == 96
+    from retsam_core.evaluation.card_doc import render
+
+    assert "vessel refiner (width 8)" in render(card, None)
     model, _ = load_model(tmp_path / "refined.safetensors")
     assert model.vessel_refiner is not None
     assert torch.equal(model.state_dict()["vessel_refiner.head.weight"], tuned["vessel_refiner.head.weight"])

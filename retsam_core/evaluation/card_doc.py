@@ -56,6 +56,10 @@ def render(card: dict, summary: dict | None, notes: str = "", appendix: str = ""
           "`base` = timm Swin encoder (optional `gpu` extra, never pretrained-downloaded), same decoders.", ""]
     arch = card.get("architecture", {})
     L += [f"- config: `{json.dumps({k: arch.get(k) for k in ('variant', 'resolution', 'stem_unshuffle', 'enc_channels', 'enc_blocks', 'dec_channels', 'fovea_head')})}`"]
+    if arch.get("vessel_refiner"):
+        L.append(f"- vessel refiner (width {arch['vessel_refiner']}): a small U-Net after the vessel decoder reads the image, "
+                 "the decoder's probabilities and last features and corrects the vessel/artery/vein logits (IterNet's "
+                 "refinement, Li et al., WACV 2020); trained alone on the frozen network, its head started at zero")
     if arch.get("standardise_input"):
         L.append("- input: each canvas's colour means and contrast inside the FOV standardised (`retsam_core/intensity.py`), "
                  "in training and inference alike")
