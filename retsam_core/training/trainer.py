@@ -308,7 +308,8 @@ def initial_state(cfg: TrainConfig) -> dict | None:
     if cfg.model.vessel_refiner and not model.cfg.vessel_refiner:
         grown = RetSAMNet(replace(model.cfg, vessel_refiner=cfg.model.vessel_refiner))
         missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
-        assert not unexpected and all(k.startswith("vessel_refiner.") for k in missing), (missing, unexpected)
+        if unexpected or not all(k.startswith("vessel_refiner.") for k in missing):
+            raise ValueError(f"{cfg.init_weights} does not fit a refiner-grown network: missing={missing[:5]} unexpected={unexpected[:5]}")
         model = grown
     cfg.model = model.cfg
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
