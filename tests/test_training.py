@@ -314,7 +314,11 @@ def test_a_resumed_gpu_run_fits_the_configs_stage_minutes_into_the_time_left():
     assert (scratch.experts.max_minutes, scratch.finetune.max_minutes) == (0.5, 0.7)
     assert scratch.multitask.max_minutes == pytest.approx(5.5 - 1.5 - 0.7)
     short = build_config(parser.parse_args(["--config", str(configs / "retsam-small-gpu.json"), "--minutes-within", "60"]))
-    assert short.experts.max_minutes == pytest.approx(0.2) and short.multitask.max_minutes == 0.5
+    assert short.experts.max_minutes == pytest.approx(0.2) and short.multitask.max_minutes == pytest.approx(0.2)
+    for seconds in ("60", "20", "5"):  # however little time is left, the stages together fit into it
+        tight = build_config(parser.parse_args(["--config", str(configs / "retsam-small-gpu.json"), "--minutes-within", seconds]))
+        used = 3 * tight.experts.max_minutes + tight.finetune.max_minutes + tight.multitask.max_minutes
+        assert 0 < tight.multitask.max_minutes and used <= int(seconds) / 60 + 1e-9
     cont = build_config(parser.parse_args(["--config", str(configs / "retsam-small-gpu-continue.json"), "--minutes-within", "330"]))
     assert cont.multitask.max_minutes == pytest.approx(5.5 - 0.7)
 

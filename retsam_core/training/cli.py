@@ -20,10 +20,11 @@ from retsam_core.subcommand import subcommand
 
 def fit_minutes_within(cfg, seconds: float) -> None:
     """Shrink the stage budgets of `cfg` to fit `seconds` of training (a resumed run with less time left): the
-    experts and head fine-tuning keep their minutes up to a fifth of the time each, multi-task gets the rest."""
+    experts and head fine-tuning keep their minutes up to a fifth of the time each, multi-task gets the rest (at
+    least a fifth); the stages together never ask for more than `seconds`."""
     from retsam_core.training.trainer import DATASET_GROUPS
 
-    total = max(seconds / 60, 0.5)
+    total = max(seconds / 60, 0.05)
     stages = [s for s in cfg.stages if s != "pseudo"]
     for s in stages:
         if s != "multitask":
@@ -31,7 +32,12 @@ def fit_minutes_within(cfg, seconds: float) -> None:
     groups = {g for ds in cfg.datasets for g in DATASET_GROUPS.get(ds, ())}  # one expert per task group with data
     experts = len(groups) * cfg.experts.max_minutes if "experts" in stages else 0.0
     finetune = cfg.finetune.max_minutes if "finetune" in stages else 0.0
-    cfg.multitask.max_minutes = max(0.5, total - experts - finetune)
+    multitask = max(total / 5, total - experts - finetune) if "multitask" in stages else 0.0
+    if experts + finetune > total - multitask > 0:  # the multi-task floor pushed the sum past the time left
+        shrink = (total - multitask) / (experts + finetune)
+        cfg.experts.max_minutes *= shrink
+        cfg.finetune.max_minutes *= shrink
+    cfg.multitask.max_minutes = multitask or cfg.multitask.max_minutes
 
 
 def build_config(a):
