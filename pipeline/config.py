@@ -102,6 +102,12 @@ class PipelineConfig:
         return cfg.updated(**overrides)
 
 
+def field_angle_of(config: dict) -> float:
+    """The camera field angle in a stage's plain-dict config, else the default: the mm/px estimate and an
+    angular-scale model's canvas side must assume the same angle."""
+    return float(config.get("field_angle_deg") or DEFAULT_FIELD_ANGLE_DEG)
+
+
 def _coerce(cfg: PipelineConfig, key: str, value: Any) -> Any:
     current = getattr(cfg, key)
     if isinstance(current, bool) and isinstance(value, str):

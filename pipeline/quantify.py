@@ -19,8 +19,7 @@ import pyarrow as pa
 
 from pipeline import PIPELINE_VERSION
 from pipeline import schema as S
-from pipeline.config import PipelineConfig
-from retsam_core.preprocess import DEFAULT_FIELD_ANGLE_DEG
+from pipeline.config import PipelineConfig, field_angle_of
 
 SEGMENTER_NAME = "user-masks"
 
@@ -89,7 +88,7 @@ class MaskSetStage:
             if ms is None:
                 raise FileNotFoundError(f"no masks named {stem}_<target>.png in {folder}")
             mm = mm if mm is not None else self.cfg.get("mm_per_px")
-            res = quantify_mask_set(ms, manifest_mm_per_px=mm, field_angle_deg=float(self.cfg.get("field_angle_deg") or DEFAULT_FIELD_ANGLE_DEG),
+            res = quantify_mask_set(ms, manifest_mm_per_px=mm, field_angle_deg=field_angle_of(self.cfg),
                                     provided=self.cfg.get("provided") or None)
             row["provided_targets"] = sorted(ms.masks)
             row["original_mm_per_px"] = mm

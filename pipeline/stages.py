@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import schema as S
+from pipeline.config import field_angle_of
 from retsam_core.preprocess import DEFAULT_FIELD_ANGLE_DEG
 
 SEGMENT_OUT_EXTRA = [
@@ -103,7 +104,7 @@ class SegmentStage:
         self.device = device
         self.segmenter = load_segmenter(config["segmenter"], device=device)
         # the canvas side: the configured one, or for an angular-scale segmenter its pixels per degree x the field angle
-        self.size = self.segmenter.info.canvas_side(float(config.get("field_angle_deg") or DEFAULT_FIELD_ANGLE_DEG), int(config["canvas_size"]))
+        self.size = self.segmenter.info.canvas_side(field_angle_of(config), int(config["canvas_size"]))
         self.limits = DecodeLimits(min_side=int(config["min_side"]), max_pixels=int(config["max_pixels"]), target_side=self.size)
         self.targets = list(self.segmenter.info.provides)
         self.schema = _segment_stage_schema(self.targets)
@@ -262,7 +263,7 @@ class QuantifyStage:
 
             arr = cv2.imdecode(np.frombuffer(canvas_jpeg, np.uint8), cv2.IMREAD_COLOR)
             image = None if arr is None else np.ascontiguousarray(arr[..., ::-1])
-        scale = make_scale(row.get("original_mm_per_px"), geom, masks, fov, float(self.cfg.get("field_angle_deg") or DEFAULT_FIELD_ANGLE_DEG))
+        scale = make_scale(row.get("original_mm_per_px"), geom, masks, fov, field_angle_of(self.cfg))
         res = compute_biomarkers(masks, fov, scale, image=image, provided=self.prov["provided_targets"])
         for f in self.bio_fields:
             row[f.name] = _plain(res.values.get(f.name))

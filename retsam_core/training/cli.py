@@ -20,24 +20,19 @@ from retsam_core.subcommand import subcommand
 
 def fit_minutes_within(cfg, seconds: float) -> None:
     """Shrink the stage budgets of `cfg` to fit `seconds` of training (a resumed run with less time left): the
-    experts and head fine-tuning keep their minutes up to a fifth of the time each, multi-task gets the rest (at
-    least a fifth); the stages together never ask for more than `seconds`."""
+    experts and head fine-tuning keep their minutes up to a fifth of the time each (less when more than four such
+    runs must share it), multi-task gets the rest, so the stages together ask for exactly the time left."""
     from retsam_core.training.trainer import DATASET_GROUPS
 
     total = max(seconds / 60, 0.05)
-    stages = [s for s in cfg.stages if s != "pseudo"]
-    for s in stages:
-        if s != "multitask":
-            getattr(cfg, s).max_minutes = min(getattr(cfg, s).max_minutes, total / 5)
     groups = {g for ds in cfg.datasets for g in DATASET_GROUPS.get(ds, ())}  # one expert per task group with data
-    experts = len(groups) * cfg.experts.max_minutes if "experts" in stages else 0.0
-    finetune = cfg.finetune.max_minutes if "finetune" in stages else 0.0
-    multitask = max(total / 5, total - experts - finetune) if "multitask" in stages else 0.0
-    if experts + finetune > total - multitask > 0:  # the multi-task floor pushed the sum past the time left
-        shrink = (total - multitask) / (experts + finetune)
-        cfg.experts.max_minutes *= shrink
-        cfg.finetune.max_minutes *= shrink
-    cfg.multitask.max_minutes = multitask or cfg.multitask.max_minutes
+    runs = {"experts": len(groups) if "experts" in cfg.stages else 0, "finetune": int("finetune" in cfg.stages)}
+    share = total / max(5, sum(runs.values()) + 1)  # multi-task keeps at least one share
+    for s, n in runs.items():
+        if n:
+            getattr(cfg, s).max_minutes = min(getattr(cfg, s).max_minutes, share)
+    if "multitask" in cfg.stages:
+        cfg.multitask.max_minutes = total - sum(n * getattr(cfg, s).max_minutes for s, n in runs.items() if n)
 
 
 def build_config(a):

@@ -154,23 +154,15 @@ def _unwrap(model):
     return model.module if hasattr(model, "module") else model
 
 
-def freeze_encoder(model: RetSAMNet):
-    for p in model.encoder.parameters():
-        p.requires_grad_(False)
+def frozen_parts(model: RetSAMNet, frozen_encoder: bool, frozen_decoders=()) -> list[torch.nn.Module]:
+    """The modules a stage keeps as given: their weights get no gradient and their BatchNorm statistics stay fixed."""
+    return ([model.encoder] if frozen_encoder else []) + [model.decoders[g] for g in frozen_decoders]
 
 
-def freeze_decoders(model: RetSAMNet, groups) -> None:
-    for g in groups:
-        for p in model.decoders[g].parameters():
-            p.requires_grad_(False)
-
-
-def set_train_mode(model: RetSAMNet, frozen_encoder: bool, frozen_decoders=()):
+def set_train_mode(model: RetSAMNet, frozen: list[torch.nn.Module]):
     model.train()
-    if frozen_encoder:
-        model.encoder.eval()  # keep BatchNorm running statistics fixed
-    for g in frozen_decoders:
-        model.decoders[g].eval()
+    for part in frozen:
+        part.eval()  # keep BatchNorm running statistics fixed
 
 
 def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Path, *, channel_filter=None,
@@ -192,9 +184,9 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
                            dataset_weights=cfg.dataset_weights, pseudo_weight=cfg.pseudo_weight, channel_filter=channel_filter)
     used = sampler.annotated_channels()
     model.skip_groups = {g for g, ch in cfg.model.task_groups.items() if not (set(ch) & used)}
-    if frozen_encoder:
-        freeze_encoder(model)
-    freeze_decoders(model, frozen_decoders)
+    frozen = frozen_parts(model, frozen_encoder, frozen_decoders)
+    for part in frozen:
+        part.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=sc.lr, weight_decay=sc.weight_decay)
     warm = max(1, min(50, sc.steps // 20))
@@ -250,7 +242,7 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
         return go
 
     while keep_going():
-        set_train_mode(model, frozen_encoder, frozen_decoders)
+        set_train_mode(model, frozen)
         x, y, w, ann, _ = (t.to(dev, non_blocking=True) if torch.is_tensor(t) else t for t in next(batches))
         x, y, w = batch_to_float(x, y, w)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
