@@ -28,6 +28,7 @@ import torch
 
 from retsam_core.datasets.readers import DATASETS
 from retsam_core.model.network import ModelConfig, RetSAMNet, TASK_GROUPS
+from retsam_core.training.distill import distillation_loss, distilled_channels, make_teacher
 from retsam_core.training.data import AugConfig, PatchSampler, add_healthy_negatives, batch_stream, batch_to_float, load_records, records_summary
 from retsam_core.training.losses import av_consistency, partial_label_loss
 from retsam_core.training.pseudo import add_pseudo_labels, make_pseudo_labels
@@ -77,6 +78,10 @@ class TrainConfig:
     train_groups: tuple[str, ...] | None = None  # multitask/finetune train only these decoders (None: all labelled)
     frozen_decoders: tuple[str, ...] = ()  # multitask/finetune keep these decoders as given (weights, BatchNorm statistics):
     #   with `train_groups` ("vessels",) and a `model.vessel_refiner`, only the refiner learns
+    distill_groups: tuple[str, ...] = ()  # multitask from `init_weights`: these groups' outputs are held to the
+    #   starting weights' on every patch (training.distill), and every dataset feeds that, labelled for it or not
+    distill_weight: float = 1.0
+    batchnorm_statistics_fixed: bool = False  # every BatchNorm keeps its running statistics (small-batch fine-tuning)
     healthy_negatives: bool = False  # healthy eyes (Reader.healthy) train the lesion channels as all background
     hold_out_calibration_eyes: bool = False  # ... except the calibration half (Reader.calibration_eye)
     aug: AugConfig = field(default_factory=AugConfig)  # patch geometry and colour jitter (camera robustness)
@@ -96,7 +101,7 @@ class TrainConfig:
         for k in ("experts", "multitask", "finetune"):
             if k in d and isinstance(d[k], dict):
                 d[k] = StageConfig(**d[k])
-        for k in ("datasets", "stages", "pseudo_band", "train_groups", "frozen_decoders"):
+        for k in ("datasets", "stages", "pseudo_band", "train_groups", "frozen_decoders", "distill_groups"):
             if k in d and d[k] is not None:
                 d[k] = tuple(d[k])
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
@@ -159,10 +164,14 @@ def frozen_parts(model: RetSAMNet, frozen_encoder: bool, frozen_decoders=()) -> 
     return ([model.encoder] if frozen_encoder else []) + [model.decoders[g] for g in frozen_decoders]
 
 
-def set_train_mode(model: RetSAMNet, frozen: list[torch.nn.Module]):
+def set_train_mode(model: RetSAMNet, frozen: list[torch.nn.Module], batchnorm_fixed: bool = False):
     model.train()
     for part in frozen:
         part.eval()  # keep BatchNorm running statistics fixed
+    if batchnorm_fixed:  # small CPU batches would otherwise pull statistics trained on large GPU batches
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
 
 
 def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Path, *, channel_filter=None,
@@ -178,12 +187,13 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
     model = RetSAMNet(cfg.model)
     if init_state is not None:
         model.load_state_dict(init_state)
-    if channel_filter is not None:  # an image none of whose labels is trained here would only cost time
+    distil = bool(cfg.distill_groups) and init_state is not None and not frozen_encoder
+    if channel_filter is not None and not distil:  # an image none of whose labels is trained here would only cost time
         records = [r for r in records if set(r.labels) & set(channel_filter)]
     sampler = PatchSampler(records, model.channels, sc.patch, sc.batch, cfg.aug, seed=cfg.seed + 1000 * rank + int(time.time()) % 1000,
                            dataset_weights=cfg.dataset_weights, pseudo_weight=cfg.pseudo_weight, channel_filter=channel_filter)
     used = sampler.annotated_channels()
-    model.skip_groups = {g for g, ch in cfg.model.task_groups.items() if not (set(ch) & used)}
+    model.skip_groups = {g for g, ch in cfg.model.task_groups.items() if not (set(ch) & used)} - set(cfg.distill_groups if distil else ())
     frozen = frozen_parts(model, frozen_encoder, frozen_decoders)
     for part in frozen:
         part.requires_grad_(False)
@@ -206,7 +216,8 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
             f"dataset_weights={cfg.dataset_weights} lesion_pos_weight={cfg.lesion_pos_weight} av_weight={cfg.av_weight}")
     else:
         log(f"[{stage}] start: {sc} data={records_summary(records)} channels={sorted(used)} skip={sorted(model.skip_groups)}"
-            f" frozen_encoder={frozen_encoder} frozen_decoders={list(frozen_decoders)} world={world} aug={sampler.aug}")
+            f" frozen_encoder={frozen_encoder} frozen_decoders={list(frozen_decoders)} distilled={list(cfg.distill_groups) if distil else []}"
+            f" world={world} aug={sampler.aug}")
     if wrap_model is None:
         model.to(_training_device(cfg))
         net = model
@@ -229,6 +240,8 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
     cw = _channel_weights(cfg, model.channels).to(dev)
     pw = _pos_weights(cfg, model.channels).to(dev) if cfg.lesion_pos_weight != 1.0 else None
     vi = model.channels.index("vessel") if "vessel" in model.channels else None
+    teacher = make_teacher(cfg.model, init_state, dev, cfg.distill_groups) if distil else None
+    kept = distilled_channels(cfg.model, cfg.distill_groups) if distil else []
     t_last_ck, t0 = time.time(), time.time() - elapsed
     run_loss, run_n = 0.0, 0
     def keep_going() -> bool:
@@ -242,7 +255,7 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
         return go
 
     while keep_going():
-        set_train_mode(model, frozen)
+        set_train_mode(model, frozen, cfg.batchnorm_statistics_fixed)
         x, y, w, ann, _ = (t.to(dev, non_blocking=True) if torch.is_tensor(t) else t for t in next(batches))
         x, y, w = batch_to_float(x, y, w)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
@@ -251,6 +264,12 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
         loss, per = partial_label_loss(logits, y, w, ann, channel_weights=cw, pos_weight=pw)
         if cfg.av_weight > 0 and vi is not None and "vessels" not in model.skip_groups:
             loss = loss + cfg.av_weight * av_consistency(logits, vi, vi + 1, vi + 2)
+        if teacher is not None:
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                held = teacher(x)["seg"]
+            held_loss = distillation_loss(logits, held, kept)
+            loss = loss + cfg.distill_weight * held_loss
+            per[-1] = held_loss.detach()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 5.0)
@@ -264,7 +283,7 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
             el = time.time() - t0
             avg = float(run_loss) / run_n
             hist.append([step, round(el, 1), round(avg, 5)])
-            chl = " ".join(f"{model.channels[c]}={float(v):.3f}" for c, v in sorted(per.items()))
+            chl = " ".join(f"{model.channels[c] if c >= 0 else 'distil'}={float(v):.3f}" for c, v in sorted(per.items()))
             log(f"[{stage}] step {step}/{sc.steps} loss {avg:.4f} lr {sched.get_last_lr()[0]:.2e} {el / 60:.1f}min | last: {chl}")
             if report:
                 report({"stage": stage, "step": step, "loss": avg})
@@ -281,7 +300,7 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
         info = {"stage": stage, "steps": step, "planned_steps": sc.steps, "minutes": round(elapsed / 60, 2),
                 "final_loss": hist[-1][2] if hist else None, "first_loss": hist[0][2] if hist else None,
                 "channels": sorted(used), "data": records_summary(records), "frozen_encoder": frozen_encoder,
-                "frozen_decoders": list(frozen_decoders),
+                "frozen_decoders": list(frozen_decoders), "distilled": list(cfg.distill_groups) if distil else [],
                 "world_size": world, "patch": sc.patch, "batch": sc.batch, "lr": sc.lr,
                 "hardware": describe_hardware(dev, cfg.threads, world), "bf16": use_amp}
         done.write_text(json.dumps(info, indent=1))
