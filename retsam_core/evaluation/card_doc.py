@@ -38,8 +38,29 @@ def training_lines(tr: dict) -> list[str]:
         L.append(f"- **{s}**: {info.get('steps')} steps in {info.get('minutes')} min on {info.get('hardware', '?')}, batch "
                  f"{info.get('batch')} × {info.get('patch')} px patches, lr {info.get('lr')}, frozen encoder: "
                  f"{info.get('frozen_encoder')}, loss {info.get('first_loss')} → {info.get('final_loss')} (running mean of "
-                 f"the logged window), channels: {', '.join(info.get('channels', []))}")
+                 f"the logged window), channels: {', '.join(info.get('channels', []))}"
+                 + (f"; decoders kept as given: {', '.join(info['frozen_decoders'])}" if info.get("frozen_decoders") else "")
+                 + (f"; outputs held to the starting weights' (learning without forgetting): {', '.join(info['distilled'])}"
+                    if info.get("distilled") else ""))
     return L
+
+
+def av_classifier_lines(card: dict) -> list[str]:
+    """How artery and vein are split: the margin alone, or the fitted segment classifier and its check."""
+    fitted = card.get("av_segment_classifier") or card.get("av_segment_classifier_rejected")
+    if not fitted:
+        return []
+    cv = fitted["cross_validation"]
+    clf = fitted["classifier"]
+    L = ["## Artery or vein per segment (fitted on training images)", "",
+         f"Each centreline segment votes with {'the log-odds of a logistic model' if card.get('av_segment_classifier') else 'the network margin; a logistic model was fitted but not applied'}"
+         f" (`retsam_core/model/av_features.py`) on {', '.join(clf['features'])}, fitted on {fitted['fitted_on']}. "
+         f"Cross-validated by image ({cv['folds']} folds, {cv['images']} images): artery DSC {cv['artery_dsc']['margin']:.3f} "
+         f"with the margin alone, {cv['artery_dsc']['classifier']:.3f} with the classifier; vein "
+         f"{cv['vein_dsc']['margin']:.3f}, {cv['vein_dsc']['classifier']:.3f}.", "",
+         "| feature | weight (per standard deviation; > 0: artery) |", "|---|---|"]
+    L += [f"| {f} | {c:+.3f} |" for f, c in zip(clf["features"], clf["coef"])]
+    return L + [""]
 
 
 def render(card: dict, summary: dict | None, notes: str = "", appendix: str = "") -> str:
@@ -59,7 +80,7 @@ def render(card: dict, summary: dict | None, notes: str = "", appendix: str = ""
     if arch.get("vessel_refiner"):
         L.append(f"- vessel refiner (width {arch['vessel_refiner']}): a small U-Net after the vessel decoder reads the image, "
                  "the decoder's probabilities and last features and corrects the vessel/artery/vein logits (IterNet's "
-                 "refinement, Li et al., WACV 2020); trained alone on the frozen network, its head started at zero")
+                 "refinement, Li et al., WACV 2020); added to trained weights with its head at zero (training below)")
     if arch.get("standardise_input"):
         L.append("- input: each canvas's colour means and contrast inside the FOV standardised (`retsam_core/intensity.py`), "
                  "in training and inference alike")
@@ -96,6 +117,7 @@ def render(card: dict, summary: dict | None, notes: str = "", appendix: str = ""
               "|---|---|---|"]
         L += [f"| {t} | {thr.get(t, 0.5)} | {min_px.get(t, 1)} |" for t in sorted(set(thr) | set(min_px))]
         L += ["", "Every other channel: threshold 0.5, every component kept.", ""]
+    L += av_classifier_lines(card)
     L += ["## Evaluation (test splits, 1024 px pipeline canvas, card operating points)", ""]
     if summary:
         L += [summary_markdown(summary), ""]

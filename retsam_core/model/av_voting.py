@@ -11,6 +11,9 @@ parent's class; at a crossing the arms that continue each other in direction are
 that cross are an artery and a vein (retinal arteries cross veins, not arteries). Those couplings and the votes
 are combined by mean-field iteration on the segment graph. Every vessel pixel then takes the class of its
 nearest centreline. `AVGraphConfig` was chosen on the HRF-AV training images (docs/model_eval/known_gaps.md).
+
+With a fitted `av_features.AVSegmentClassifier` (in the weights' card) a segment votes with its log-odds from the
+margin, colour, contrast and calibre instead of the margin alone.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import numpy as np
 from scipy import ndimage, sparse
 from scipy.sparse.csgraph import connected_components
 
-from retsam_core.biomarkers.skeleton import build_graph, node_positions
+from retsam_core.biomarkers.skeleton import VesselGraph, build_graph, node_positions
+from retsam_core.model.av_features import AVSegmentClassifier, segment_features
 
 
 @dataclass(frozen=True)
@@ -38,8 +42,10 @@ class AVGraphConfig:
 
 
 def segment_votes(vessel: np.ndarray, p_artery: np.ndarray, p_vein: np.ndarray,
-                  cfg: AVGraphConfig = AVGraphConfig()) -> tuple[np.ndarray, np.ndarray]:
-    """`vessel` (H, W) bool, probabilities (H, W) -> (artery, vein) bool masks that partition `vessel`."""
+                  cfg: AVGraphConfig = AVGraphConfig(), *, classifier: AVSegmentClassifier | None = None,
+                  image: np.ndarray | None = None, fov: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`vessel` (H, W) bool, probabilities (H, W) -> (artery, vein) bool masks that partition `vessel`. A
+    `classifier` needs the canvas `image` (H, W, 3) uint8 and its `fov`."""
     vessel = np.asarray(vessel, bool)
     margin = np.asarray(p_artery, np.float32) - np.asarray(p_vein, np.float32)
     if not vessel.any():
@@ -47,13 +53,32 @@ def segment_votes(vessel: np.ndarray, p_artery: np.ndarray, p_vein: np.ndarray,
     g = build_graph(vessel)
     if not g.paths:  # no centreline (tiny blobs): each pixel votes for itself
         return vessel & (margin > 0), vessel & (margin <= 0)
-    pix = [np.rint(p).astype(np.int64) for p in g.paths]
-    votes = np.array([margin[r[:, 0], r[:, 1]].sum() for r in pix], np.float64)
+    pix = centrelines(g)
+    lengths = np.array([len(r) for r in pix], np.float64)
+    if classifier is not None:
+        if image is None or fov is None:
+            raise ValueError("an A/V segment classifier needs the canvas image and its FOV")
+        votes = classifier.votes(segment_features(image, np.asarray(fov, bool), vessel, p_artery, p_vein, pix, g.width), lengths)
+    else:
+        votes = np.array([margin[r[:, 0], r[:, 1]].sum() for r in pix], np.float64)
+    return label_segments(g, pix, votes, cfg)
+
+
+def centrelines(g: VesselGraph) -> list[np.ndarray]:
+    """Each segment's centreline as integer (row, col) pixels."""
+    return [np.rint(p).astype(np.int64) for p in g.paths]
+
+
+def label_segments(g: VesselGraph, pix: list[np.ndarray], votes: np.ndarray,
+                   cfg: AVGraphConfig = AVGraphConfig()) -> tuple[np.ndarray, np.ndarray]:
+    """Per-segment `votes` (> 0: artery) + junction couplings -> (artery, vein) masks partitioning `g.mask`: each
+    vessel pixel takes the class of its nearest centreline."""
+    vessel = g.mask
     lengths = np.array([len(r) for r in pix], np.float64)
     scale = vessel.shape[0] / 1024
     cfg = replace(cfg, arm_radius_px=cfg.arm_radius_px * scale, bridge_px=cfg.bridge_px * scale)
     couplings = junction_couplings(g.paths, g.ends, g.node_rc, g.node_degree, lengths, cfg) if cfg.coupling > 0 else {}
-    is_artery = mean_field(votes, couplings, cfg) > 0
+    is_artery = mean_field(np.asarray(votes, np.float64), couplings, cfg) > 0
     label = np.zeros(vessel.shape, np.int32)  # 1 + segment index on the centreline
     for i in np.argsort(lengths):  # at shared junction pixels the longer segment wins
         label[pix[i][:, 0], pix[i][:, 1]] = i + 1

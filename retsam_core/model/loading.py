@@ -19,6 +19,7 @@ import torch
 
 from retsam_core.biomarkers.layout import drop_specks, largest_component
 from retsam_core.intensity import standardise_intensity
+from retsam_core.model.av_features import AVSegmentClassifier
 from retsam_core.model.network import ModelConfig, RetSAMNet
 from retsam_core.preprocess import to_multiple
 from retsam_core.segmenter import SegmenterInfo
@@ -132,6 +133,8 @@ class LearnedSegmenter:
         self.last_probabilities = None
         self._last_fovea = None
         self.thresholds = {c: float(card.get("thresholds", {}).get(c, threshold)) for c in channels}
+        fitted = card.get("av_segment_classifier")  # None: segments vote with the network margin alone
+        self.av_classifier = AVSegmentClassifier.from_dict(fitted["classifier"]) if fitted else None
         self.info = SegmenterInfo(
             name=card.get("name", DEFAULT_NAME) + ("" if tta == "none" else f"+{tta}"),
             version=str(card.get("version", "0")), weights_hash=card.get("sha256", ""),
@@ -206,14 +209,15 @@ class LearnedSegmenter:
         if pp.get("cup_inside_disc") and "optic_cup" in masks and "optic_disc" in masks:
             masks["optic_cup"] = masks["optic_cup"] & masks["optic_disc"]
 
-    @staticmethod
-    def _separate_artery_vein(masks: dict[str, np.ndarray], pa: np.ndarray, pv: np.ndarray) -> None:
+    def _separate_artery_vein(self, masks: dict[str, np.ndarray], pa: np.ndarray, pv: np.ndarray, image: np.ndarray,
+                              fov: np.ndarray) -> None:
         """A vessel pixel is an artery or a vein, not both, and a vessel keeps its class between junctions: the
         union of the two thresholded maps is split per centreline segment, with bifurcations and crossings as
-        evidence (`av_voting.segment_votes`)."""
+        evidence (`av_voting.segment_votes`), each segment voting by the card's A/V segment classifier if it has one."""
         from retsam_core.model.av_voting import segment_votes  # skan, only here: export and training do without it
 
-        masks["artery"], masks["vein"] = segment_votes(masks["artery"] | masks["vein"], pa, pv)
+        masks["artery"], masks["vein"] = segment_votes(masks["artery"] | masks["vein"], pa, pv,
+                                                       classifier=self.av_classifier, image=image, fov=fov)
 
     def _host_maps(self, probs: torch.Tensor, targets: list[str], size: int, binary: bool) -> np.ndarray:
         """The `targets` channels at canvas `size` on the host: thresholded on the device when no resize is needed
@@ -245,7 +249,7 @@ class LearnedSegmenter:
         for i in range(images.shape[0]):
             masks = {t: hard[i, k] & fovs[i] for k, t in enumerate(targets)}
             if with_av:
-                self._separate_artery_vein(masks, av[i, 0], av[i, 1])
+                self._separate_artery_vein(masks, av[i, 0], av[i, 1], images[i], fovs[i])
             self._postprocess(masks)
             if "fovea" in self.emit and self._last_fovea is not None:
                 fx, fy = (self._last_fovea[i].cpu().numpy() * S).tolist()
