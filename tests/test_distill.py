@@ -79,3 +79,21 @@ def test_encoder_adapted_for_vessels_with_disc_outputs_held(tmp_path, shared_dat
     from retsam_core.evaluation.card_doc import render
 
     assert "learning without forgetting): disc_cup" in render(card, None)
+
+
+def test_the_cli_flag_matches_the_session_10_config():
+    """`retsam train --distill-groups` sets what `jobs/configs/encoder-vessels-distil-s10-cpu.json` sets."""
+    import argparse
+    from pathlib import Path
+
+    from retsam_core.training.cli import add_arguments, build_config
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    config = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "encoder-vessels-distil-s10-cpu.json"
+    from_file = build_config(parser.parse_args(["--config", str(config)]))
+    from_flags = build_config(parser.parse_args(["--train-groups", "vessels", "--distill-groups", "disc_cup", "lesions"]))
+    for cfg in (from_file, from_flags):
+        assert cfg.train_groups == ("vessels",) and cfg.distill_groups == ("disc_cup", "lesions")
+        assert cfg.batchnorm_statistics_fixed
+    assert not build_config(parser.parse_args([])).distill_groups

@@ -7,6 +7,8 @@ Examples:
   retsam train --out-dir runs/r --export retsam_core/weights/retsam-small.safetensors   # after training
   retsam train --out-dir runs/adapt --init-weights retsam_core/weights/retsam-small.safetensors \
       --stages finetune --train-groups vessels --datasets chase_db1 hrf_av --minutes 60   # adapt one decoder
+  retsam train --out-dir runs/enc --init-weights retsam_core/weights/retsam-small.safetensors \
+      --stages multitask --train-groups vessels --distill-groups disc_cup lesions --minutes 70   # adapt the encoder
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ def build_config(a):
         cfg.init_weights = a.init_weights
     if a.train_groups:
         cfg.train_groups = tuple(a.train_groups)
+    if a.distill_groups:
+        cfg.distill_groups = tuple(a.distill_groups)
+        cfg.batchnorm_statistics_fixed = True
     if a.healthy_negatives:
         cfg.healthy_negatives = True
     if a.hold_out_calibration_eyes:
@@ -131,6 +136,9 @@ def add_arguments(p: argparse.ArgumentParser):
                                                              "sets the architecture")
     p.add_argument("--train-groups", nargs="+", help="multitask/finetune train only these decoders (vessels disc_cup "
                                                      "lesions phenotypes); the rest stay as initialised")
+    p.add_argument("--distill-groups", nargs="+", help="multitask from --init-weights: hold these groups' outputs to "
+                   "the starting weights' on every patch of every dataset while the encoder learns (learning without "
+                   "forgetting; BatchNorm statistics stay fixed)")
     p.add_argument("--healthy-negatives", action="store_true", help="eyes their dataset calls healthy train the "
                                                                    "lesion channels as all background")
     p.add_argument("--hold-out-calibration-eyes", action="store_true", help="with --healthy-negatives: keep the "
