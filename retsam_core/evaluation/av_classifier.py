@@ -78,7 +78,7 @@ def cross_validate(images: list[TrainingImage], folds: int = 5, l2: float = 1.0,
     fitted, margin = [], []
     for k in range(folds):
         held = images[k::folds]
-        rest = [im for im in images if im not in held]
+        rest = [im for i, im in enumerate(images) if i % folds != k]
         clf = fit_classifier(np.concatenate([im.features for im in rest]), np.concatenate([im.labels for im in rest]),
                              np.concatenate([im.lengths for im in rest]), l2, vote_scale)
         for im in held:
