@@ -22,8 +22,8 @@ from retsam_core.biomarkers.skeleton import VesselGraph, build_graph
 from retsam_core.datasets.readers import get_reader
 from retsam_core.evaluation.evaluate import dataset_items
 from retsam_core.evaluation.metrics import dice
-from retsam_core.model.av_features import fit_classifier, segment_features, segment_labels
-from retsam_core.model.av_voting import centrelines, label_segments
+from retsam_core.model.av_features import AVSegmentClassifier, fit_classifier, segment_features, segment_labels
+from retsam_core.model.av_voting import centrelines, label_segments, margin_votes
 from retsam_core.model.loading import LearnedSegmenter
 
 DATASET = "hrf_av"
@@ -62,9 +62,15 @@ def training_images(seg: LearnedSegmenter, root=None, cache_dir="runs/cache", li
         lengths = np.array([len(r) for r in pix], np.float64)
         out.append(TrainingImage(id_, g, pix, segment_features(image, fov, vessel, pa, pv, pix, g.width),
                                  segment_labels(pix, gts["artery"], gts["vein"]), lengths,
-                                 np.array([(pa - pv)[r[:, 0], r[:, 1]].sum() for r in pix]), gts["artery"], gts["vein"], fov))
+                                 margin_votes(pa - pv, pix), gts["artery"], gts["vein"], fov))
         log(f"  {id_}: {len(pix)} segments")
     return out
+
+
+def fit_on(images: list[TrainingImage], l2: float, vote_scale: float) -> AVSegmentClassifier:
+    """The classifier fitted on every segment of `images`, weighted by centreline length."""
+    return fit_classifier(np.concatenate([im.features for im in images]), np.concatenate([im.labels for im in images]),
+                          np.concatenate([im.lengths for im in images]), l2, vote_scale)
 
 
 def artery_vein_dsc(img: TrainingImage, votes: np.ndarray) -> tuple[float, float]:
@@ -79,8 +85,7 @@ def cross_validate(images: list[TrainingImage], folds: int = 5, l2: float = 1.0,
     for k in range(folds):
         held = images[k::folds]
         rest = [im for i, im in enumerate(images) if i % folds != k]
-        clf = fit_classifier(np.concatenate([im.features for im in rest]), np.concatenate([im.labels for im in rest]),
-                             np.concatenate([im.lengths for im in rest]), l2, vote_scale)
+        clf = fit_on(rest, l2, vote_scale)
         for im in held:
             fitted.append(artery_vein_dsc(im, clf.votes(im.features, im.lengths)))
             margin.append(artery_vein_dsc(im, im.margin_votes))
@@ -93,8 +98,7 @@ def fit_for_card(seg: LearnedSegmenter, root=None, l2: float = 1.0, vote_scale: 
                  limit=None, log=print) -> dict:
     images = training_images(seg, root, limit=limit, log=log)
     check = cross_validate(images, folds, l2, vote_scale)
-    clf = fit_classifier(np.concatenate([im.features for im in images]), np.concatenate([im.labels for im in images]),
-                         np.concatenate([im.lengths for im in images]), l2, vote_scale)
+    clf = fit_on(images, l2, vote_scale)
     better = all(check[k]["classifier"] > check[k]["margin"] for k in ("artery_dsc", "vein_dsc"))
     log(f"cross-validated on {len(images)} {DATASET} training images: {check}; applied: {better}")
     return {"classifier": clf.to_dict(), "fitted_on": f"{get_reader(DATASET, root).name} train ({len(images)} images)",

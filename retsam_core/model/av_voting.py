@@ -54,19 +54,24 @@ def segment_votes(vessel: np.ndarray, p_artery: np.ndarray, p_vein: np.ndarray,
     if not g.paths:  # no centreline (tiny blobs): each pixel votes for itself
         return vessel & (margin > 0), vessel & (margin <= 0)
     pix = centrelines(g)
-    lengths = np.array([len(r) for r in pix], np.float64)
     if classifier is not None:
         if image is None or fov is None:
             raise ValueError("an A/V segment classifier needs the canvas image and its FOV")
-        votes = classifier.votes(segment_features(image, np.asarray(fov, bool), vessel, p_artery, p_vein, pix, g.width), lengths)
+        features = segment_features(image, np.asarray(fov, bool), vessel, p_artery, p_vein, pix, g.width)
+        votes = classifier.votes(features, np.array([len(r) for r in pix], np.float64))
     else:
-        votes = np.array([margin[r[:, 0], r[:, 1]].sum() for r in pix], np.float64)
+        votes = margin_votes(margin, pix)
     return label_segments(g, pix, votes, cfg)
 
 
 def centrelines(g: VesselGraph) -> list[np.ndarray]:
     """Each segment's centreline as integer (row, col) pixels."""
     return [np.rint(p).astype(np.int64) for p in g.paths]
+
+
+def margin_votes(margin: np.ndarray, pix: list[np.ndarray]) -> np.ndarray:
+    """Each segment's vote from the network alone: the sum of p_artery - p_vein (`margin`) along its centreline."""
+    return np.array([margin[r[:, 0], r[:, 1]].sum() for r in pix], np.float64)
 
 
 def label_segments(g: VesselGraph, pix: list[np.ndarray], votes: np.ndarray,
