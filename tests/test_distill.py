@@ -30,6 +30,22 @@ def test_distillation_loss_is_zero_only_for_a_student_that_matches():
     assert float(distillation_loss(moved, teacher, kept)) > 1e-3
 
 
+def test_positive_weight_holds_the_teachers_rare_positives_harder_and_keeps_the_minimum():
+    """A lesion the teacher sees on 1 pixel of 64 barely registers in the plain mean; weighted by the teacher's
+    probability it does, and the student that matches the teacher still scores zero."""
+    teacher = torch.full((1, 1, 8, 8), -6.0)
+    teacher[0, 0, 3, 3] = 4.0  # one confident lesion pixel
+    assert float(distillation_loss(teacher.clone(), teacher, [0], positive_weight=20.0)) == pytest.approx(0.0, abs=1e-6)
+    lost = teacher.clone()
+    lost[0, 0, 3, 3] = -6.0  # the student forgets the lesion
+    shifted = teacher.clone()
+    shifted[0, 0, 0, 0] = -2.0  # ... or drifts on one background pixel
+    plain_lost, plain_shift = (float(distillation_loss(x, teacher, [0])) for x in (lost, shifted))
+    weighted_lost, weighted_shift = (float(distillation_loss(x, teacher, [0], positive_weight=20.0)) for x in (lost, shifted))
+    assert weighted_lost / plain_lost > 15.0  # 1 + 20 x 0.98
+    assert weighted_shift / plain_shift == pytest.approx(1.0 + 20.0 * float(torch.sigmoid(torch.tensor(-6.0))), rel=1e-3)  # ~1
+
+
 def test_distilled_channels_name_whole_groups_and_reject_unknown_ones():
     cfg = ModelConfig(**TINY)
     idx = distilled_channels(cfg, ["disc_cup"])

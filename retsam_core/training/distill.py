@@ -34,11 +34,20 @@ def distilled_channels(cfg: ModelConfig, groups) -> list[int]:
     return [i for i, c in enumerate(cfg.channels) if c in names]
 
 
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, channels: list[int]) -> torch.Tensor:
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, channels: list[int],
+                      positive_weight: float = 0.0) -> torch.Tensor:
     """Mean over `channels` of the per-channel binary cross-entropy against the teacher's probabilities, less its
-    minimum (the teacher's own entropy), so a student that matches the teacher scores exactly zero."""
+    minimum (the teacher's own entropy), so a student that matches the teacher scores exactly zero.
+
+    `positive_weight` w weights each pixel by 1 + w·p_teacher. Lesions cover a few pixels in a thousand, so the plain
+    mean is dominated by background and barely holds what the teacher sees (session 10: the term was 3e-4 against a
+    loss of 0.45, and soft-exudate DSC fell 2.4 points). A per-pixel weight keeps each pixel's term a proper scoring
+    rule, so the student matching the teacher is still the unique minimum."""
     s = student_logits[:, channels].float()
     t = torch.sigmoid(teacher_logits[:, channels].float())
     ce = F.binary_cross_entropy_with_logits(s, t, reduction="none")
     own = F.binary_cross_entropy(t, t, reduction="none")
-    return (ce - own).mean()
+    gap = ce - own
+    if positive_weight:
+        gap = gap * (1.0 + positive_weight * t)
+    return gap.mean()

@@ -81,6 +81,7 @@ class TrainConfig:
     distill_groups: tuple[str, ...] = ()  # multitask from `init_weights`: these groups' outputs are held to the
     #   starting weights' on every patch (training.distill), and every dataset feeds that, labelled for it or not
     distill_weight: float = 1.0
+    distill_positive_weight: float = 0.0  # each distilled pixel weighted 1 + this × the teacher's probability
     batchnorm_statistics_fixed: bool = False  # every BatchNorm keeps its running statistics (small-batch fine-tuning)
     healthy_negatives: bool = False  # healthy eyes (Reader.healthy) train the lesion channels as all background
     hold_out_calibration_eyes: bool = False  # ... except the calibration half (Reader.calibration_eye)
@@ -267,7 +268,7 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
         if teacher is not None:
             with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                 held = teacher(x)["seg"]
-            held_loss = distillation_loss(logits, held, kept)
+            held_loss = distillation_loss(logits, held, kept, cfg.distill_positive_weight)
             loss = loss + cfg.distill_weight * held_loss
             per[-1] = held_loss.detach()
         opt.zero_grad(set_to_none=True)
@@ -301,6 +302,8 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
                 "final_loss": hist[-1][2] if hist else None, "first_loss": hist[0][2] if hist else None,
                 "channels": sorted(used), "data": records_summary(records), "frozen_encoder": frozen_encoder,
                 "frozen_decoders": list(frozen_decoders), "distilled": list(cfg.distill_groups) if distil else [],
+                "distill_weight": cfg.distill_weight if distil else None,
+                "distill_positive_weight": cfg.distill_positive_weight if distil else None,
                 "world_size": world, "patch": sc.patch, "batch": sc.batch, "lr": sc.lr,
                 "hardware": describe_hardware(dev, cfg.threads, world), "bf16": use_amp}
         done.write_text(json.dumps(info, indent=1))
