@@ -5,6 +5,8 @@ import json
 import sys
 from pathlib import Path
 
+IDRID_LESIONS = ("microaneurysm", "hemorrhage", "hard_exudate", "soft_exudate")  # the MA/HE/EX/SE of the keys
+
 out = Path(sys.argv[1])
 s = json.loads((out / "summary.json").read_text())["learned"]
 fp = json.loads((out / "healthy_fp.json").read_text())
@@ -15,8 +17,8 @@ row = {
     "hrf_av vessel/artery/vein": [s["hrf_av"][t]["dsc"] for t in ("vessel", "artery", "vein")],
     "hrf_av artery/vein +flip": [flip["hrf_av"][t]["dsc"] for t in ("artery", "vein")],
     "drishti disc/cup": [s["drishti_gs1"][t]["dsc"] for t in ("optic_disc", "optic_cup")],
-    "idrid lesion-present MA/HE/EX/SE": [s["idrid"][t].get("dsc_present") for t in ("microaneurysm", "hemorrhage", "hard_exudate", "soft_exudate")],
-    "idrid aupr MA/HE/EX/SE": [s["idrid"][t].get("aupr") for t in ("microaneurysm", "hemorrhage", "hard_exudate", "soft_exudate")],
+    "idrid lesion-present MA/HE/EX/SE": [s["idrid"][t].get("dsc_present") for t in IDRID_LESIONS],
+    "idrid aupr MA/HE/EX/SE": [s["idrid"][t].get("aupr") for t in IDRID_LESIONS],
     "healthy false components per eye": {t: v["mean_components"] for t, v in fp.items()},
     **{k: av.get(k) for k in ("avr_knudtson_zone_b", "crae_knudtson_um_zone_b", "crve_knudtson_um_zone_b")},
 }
