@@ -222,6 +222,22 @@ def test_crae_crve_on_a_star_of_known_widths():
     assert r2.values["avr_knudtson_zone_b"] is None
 
 
+
+def test_crve_survives_a_gap_at_the_zone_mid_circle():
+    """A break in every vein at 2.5 r (where a one-circle reading looks) must not drop the veins, and a disc radius
+    2 % off must not swing CRVE: the equivalents are read on five circles across zone B."""
+    wa, wv = [3, 4, 5, 6, 7, 8], [4, 5, 6, 7, 8, 9]  # real calibres at this disc size (r 40 px)
+    masks, _ = _star(wa, wv)
+    whole = compute_biomarkers(masks, FOV, SCALE).values
+    dist = np.hypot(*(np.mgrid[:N, :N] - 512.0))
+    broken = dict(masks, vein=masks["vein"] & ~((dist > 2.48 * 40) & (dist < 2.52 * 40)))
+    gap = compute_biomarkers(broken, FOV, SCALE).values
+    assert gap["calibre_n_vessels_vein_zone_b"] == whole["calibre_n_vessels_vein_zone_b"] == 6
+    assert gap["crve_knudtson_px_zone_b"] == pytest.approx(whole["crve_knudtson_px_zone_b"], rel=0.03)
+    larger_disc = dict(masks, optic_disc=dist < 40.8)
+    moved = compute_biomarkers(larger_disc, FOV, SCALE).values
+    assert moved["crve_knudtson_px_zone_b"] == pytest.approx(whole["crve_knudtson_px_zone_b"], rel=0.03)
+
 # ---------------------------------------------------------------- disc and cup
 
 

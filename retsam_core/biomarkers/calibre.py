@@ -1,8 +1,12 @@
 """Central retinal artery / vein equivalents (Knudtson 2003, Parr-Hubbard) and the vessels they are built from.
 
-A vessel for the zone is a centreline segment crossing the zone's mid circle (each vessel crosses it once, so a
-trunk split by small side branches is not counted twice); its width is the median over its points inside the zone
-of the edge-to-edge width along the centreline normal. Parr-Hubbard constants assume micrometres, so widths are converted before the formula.
+The vessels of a zone are read on `Config.calibre_circles` concentric circles evenly spaced across it. On each
+circle a vessel is a centreline segment crossing it (each vessel crosses a circle once, so a trunk split by small
+side branches is not counted twice); its width is the median, over the segment's points inside the zone, of the
+edge-to-edge width along the centreline normal. The equivalent is computed per circle and the median over the
+circles is reported. Why: on the mid circle alone, a gap or junction at that one radius dropped a vessel, and a
+disc radius 2 % different swung an image's CRVE by up to 20 % (`benchmarks/bench_calibre_stability.py`).
+Parr-Hubbard constants assume micrometres, so widths are converted before the formula.
 """
 
 from __future__ import annotations
@@ -82,18 +86,25 @@ def widths_along_normals(mask: np.ndarray, p: np.ndarray, tangent: np.ndarray, h
     return w
 
 
-def zone_vessel_widths(ctx: Context, seg: Segments, zone: str, mask: np.ndarray | None = None) -> np.ndarray:
-    """Widths (px) of the segments crossing the zone's mid circle, measured inside the zone (median over points
-    of the normal-profile width; of 2*DT - 1 when no mask is given)."""
+def zone_circle_radii(zone: str, r_disc: float, n: int) -> np.ndarray:
+    """Radii (px) of `n` circles at the centres of equal rings across the zone (n = 1: the mid circle)."""
+    lo, hi = ZONE_BOUNDS[zone]
+    return (lo + (hi - lo) * (np.arange(n) + 0.5) / n) * r_disc
+
+
+def zone_vessel_widths(ctx: Context, seg: Segments, zone: str, mask: np.ndarray | None = None) -> list[np.ndarray]:
+    """Per circle of the zone, the widths (px) of the segments crossing it, each measured inside the zone (median over
+    its points of the normal-profile width; of 2*DT - 1 when no mask is given)."""
+    n = ctx.config.calibre_circles
     if ctx.disc is None or not len(seg.points):
-        return np.zeros(0)
+        return [np.zeros(0) for _ in range(n)]
     lo, hi = ZONE_BOUNDS[zone]
     r = ctx.disc.r
-    r_mid = 0.5 * (lo + hi) * r
-    out = []
+    radii = zone_circle_radii(zone, r, n)
+    widths, near, far = [], [], []
     for p, pw in zip(seg.points, seg.point_width):
         d = np.hypot(p[:, 1] - ctx.disc.cx, p[:, 0] - ctx.disc.cy)
-        if not (d.min() < r_mid <= d.max()):
+        if not (d.min() < radii[-1] and radii[0] <= d.max()):
             continue
         inside = (d >= lo * r) & (d < hi * r)
         # drop the ends near junctions (widths are inflated there)
@@ -106,8 +117,19 @@ def zone_vessel_widths(ctx: Context, seg: Segments, zone: str, mask: np.ndarray 
         w = profile_widths(mask, p[sel], pw[sel]) if mask is not None else pw[sel]
         w = w[np.isfinite(w)]
         if len(w) >= 3:
-            out.append(float(np.median(w)))
-    return np.asarray(out)
+            widths.append(float(np.median(w)))
+            near.append(float(d.min()))
+            far.append(float(d.max()))
+    widths_a, near_a, far_a = map(np.asarray, (widths, near, far))
+    return [widths_a[(near_a < rc) & (rc <= far_a)] for rc in radii]
+
+
+def equivalent_over_circles(per_circle: list[np.ndarray], n_need: int, pair: Callable[[float, float], float],
+                            to_unit: float = 1.0) -> float | None:
+    """Median over the circles with at least `n_need` vessels of the recursive pairing of their `n_need` widest
+    (widths multiplied by `to_unit` first); None when no circle has enough."""
+    vals = [recursive_pairing(np.sort(w)[-n_need:] * to_unit, pair) for w in per_circle if len(w) >= n_need]
+    return float(np.median(vals)) if vals else None
 
 
 def compute_calibre(
@@ -118,7 +140,7 @@ def compute_calibre(
         names = {
             m: {k: f"{k}_{m}_um_{zone}" for k in ("crae", "crve")} for m in ("knudtson", "parr_hubbard")
         }
-        widths: dict[str, np.ndarray | None] = {}
+        widths: dict[str, list[np.ndarray] | None] = {}
         for layer in ("artery", "vein"):
             n_col = f"calibre_n_vessels_{layer}_{zone}"
             if segs.get(layer) is None:
@@ -129,27 +151,28 @@ def compute_calibre(
                 out.null(n_col, ctx.region_reason(zone))
             else:
                 widths[layer] = zone_vessel_widths(ctx, segs[layer], zone, masks.get(layer))
-                out.set(n_col, len(widths[layer]))
+                out.set(n_col, int(np.median([len(w) for w in widths[layer]])))
         for kind, layer in (("crae", "artery"), ("crve", "vein")):
-            w = widths[layer]
+            per_circle = widths[layer]
             px_col = f"{kind}_knudtson_px_{zone}"
             cols = [px_col, names["knudtson"][kind], names["parr_hubbard"][kind]]
-            if w is None:
+            if per_circle is None:
                 why = reasons.get(layer, f"no {layer} mask") if segs.get(layer) is None else ctx.region_reason(zone)
                 out.null(cols, why)
                 continue
             n_need = ctx.config.n_widest
-            if len(w) < n_need:
-                out.null(cols, f"only {len(w)} {layer} vessels cross {zone}; {n_need} needed")
+            px = equivalent_over_circles(per_circle, n_need, knudtson_pair(layer))
+            if px is None:
+                most = max(len(w) for w in per_circle)
+                out.null(cols, f"only {most} {layer} vessels cross {zone}; {n_need} needed")
                 continue
-            top = np.sort(w)[-n_need:]
-            px = recursive_pairing(top, knudtson_pair(layer))
             out.set(px_col, px)
             if mm is None:
                 out.null(cols[1:], "no pixel size (scale unknown)")
             else:
                 out.set(names["knudtson"][kind], px * mm * 1000.0)
-                out.set(names["parr_hubbard"][kind], recursive_pairing(top * mm * 1000.0, parr_hubbard_pair(layer)))
+                out.set(names["parr_hubbard"][kind],
+                        equivalent_over_circles(per_circle, n_need, parr_hubbard_pair(layer), mm * 1000.0))
         for m in ("knudtson", "parr_hubbard"):
             src = {k: f"{k}_knudtson_px_{zone}" for k in ("crae", "crve")} if m == "knudtson" else names[m]
             a, v = out.values.get(src["crae"]), out.values.get(src["crve"])  # Knudtson is unit-free

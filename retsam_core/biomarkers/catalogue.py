@@ -134,7 +134,8 @@ def _build() -> list[Column]:
     # --- calibre ------------------------------------------------------------------------------------------------
     for region in ("zone_b", "zone_c"):
         kw = dict(region=region)
-        circ = "segments crossing the zone's mid circle (2.5r for zone B, 3.5r for zone C)"
+        circ = ("segments crossing each of 5 circles evenly spaced across the zone (median over the circles; "
+                "2.1r-2.9r for zone B, 2.3r-4.7r for zone C)")
         for method, ref in (("knudtson", REF_KNUDTSON), ("parr_hubbard", REF_PARR)):
             for kind, layer in (("crae", "artery"), ("crve", "vein")):
                 add(f"{kind}_{method}_um_{region}", "calibre", "um", "float64",
