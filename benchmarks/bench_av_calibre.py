@@ -26,37 +26,52 @@ import numpy as np  # noqa: E402
 KEYS = ("crae_knudtson_um_zone_b", "crve_knudtson_um_zone_b", "avr_knudtson_zone_b")
 
 
-def run(segmenter: str = "learned", data_root: str | None = None, canvas: int = 1024) -> dict:
-    from retsam_core.biomarkers import compute_biomarkers
-    from retsam_core.biomarkers.scale import estimate_scale
+def hrf_av_images(seg, split: str = "test", data_root: str | None = None, canvas: int = 1024):
+    """Per HRF-AV image of `split`: (id, canvas, the segmenter's masks, the expert vessel/artery/vein masks on that
+    canvas, the field angle)."""
     from retsam_core.datasets.cache import load_canvas
     from retsam_core.datasets.readers import get_reader, label_to_canvas
-    from retsam_core.segmenter import load_segmenter
 
-    seg = load_segmenter(segmenter)
     reader = get_reader("hrf_av", data_root)
     canvas = seg.info.canvas_side(reader.field_angle_deg, canvas)  # an angular-scale model's own canvas for HRF
-    rows = []
-    for id_ in reader.ids("test"):
-        sample = reader.load("test", id_)
+    for id_ in reader.ids(split):
+        sample = reader.load(split, id_)
         pre = load_canvas(sample.image_path, canvas)
         pred = seg.segment(pre.image[None], pre.fov[None])[0]
         expert = {t: label_to_canvas(sample.masks[t], pre.geometry) >= 0.5 for t in ("vessel", "artery", "vein")}
+        yield id_, pre, pred, expert, reader.field_angle_deg
+
+
+def agreement(pairs: list[tuple[float, float]]) -> dict | None:
+    """Model-vs-expert agreement over the images where both exist (None under three images)."""
+    if len(pairs) < 3:
+        return None
+    m, e = np.array(pairs, float).T
+    return {"both": len(pairs), "median_abs_diff": round(float(np.median(np.abs(m - e))), 3),
+            "pearson_r": round(float(np.corrcoef(m, e)[0, 1]), 3),
+            "model_median": round(float(np.median(m)), 3), "expert_median": round(float(np.median(e)), 3)}
+
+
+def run(segmenter: str = "learned", data_root: str | None = None, canvas: int = 1024) -> dict:
+    from retsam_core.biomarkers import compute_biomarkers
+    from retsam_core.biomarkers.scale import estimate_scale
+    from retsam_core.segmenter import load_segmenter
+
+    seg = load_segmenter(segmenter)
+    rows = []
+    for id_, pre, pred, expert, field_angle in hrf_av_images(seg, "test", data_root, canvas):
         expert |= {t: pred[t] for t in ("optic_disc", "fovea") if t in pred}
         row = {"id": id_}
         for name, masks in (("model", pred), ("expert", expert)):
-            scale = estimate_scale(pre.fov, masks, field_angle_deg=reader.field_angle_deg)
+            scale = estimate_scale(pre.fov, masks, field_angle_deg=field_angle)
             res = compute_biomarkers(masks, pre.fov, scale, image=pre.image, provided=list(masks))
             row |= {f"{name}_{k}": res.values.get(k) for k in KEYS}
         rows.append(row)
     summary = {"segmenter": seg.info.name, "weights": seg.info.weights_hash[:12], "images": len(rows)}
     for k in KEYS:
         pairs = [(r[f"model_{k}"], r[f"expert_{k}"]) for r in rows if r[f"model_{k}"] is not None and r[f"expert_{k}"] is not None]
-        if len(pairs) >= 3:
-            m, e = np.array(pairs, float).T
-            summary[k] = {"both": len(pairs), "median_abs_diff": round(float(np.median(np.abs(m - e))), 3),
-                          "pearson_r": round(float(np.corrcoef(m, e)[0, 1]), 3),
-                          "model_median": round(float(np.median(m)), 3), "expert_median": round(float(np.median(e)), 3)}
+        if (agree := agreement(pairs)) is not None:
+            summary[k] = agree
     ok = [r for r in rows if r["model_crae_knudtson_um_zone_b"] and r["model_crve_knudtson_um_zone_b"]]
     summary["model_crae_below_crve"] = f"{sum(r['model_crae_knudtson_um_zone_b'] < r['model_crve_knudtson_um_zone_b'] for r in ok)} of {len(ok)}"
     return {"summary": summary, "rows": rows}

@@ -222,7 +222,6 @@ def test_crae_crve_on_a_star_of_known_widths():
     assert r2.values["avr_knudtson_zone_b"] is None
 
 
-
 def test_crve_survives_a_gap_at_the_zone_mid_circle():
     """A break in every vein at 2.5 r (where a one-circle reading looks) must not drop the veins, and a disc radius
     2 % off must not swing CRVE: the equivalents are read on five circles across zone B."""
@@ -237,6 +236,16 @@ def test_crve_survives_a_gap_at_the_zone_mid_circle():
     larger_disc = dict(masks, optic_disc=dist < 40.8)
     moved = compute_biomarkers(larger_disc, FOV, SCALE).values
     assert moved["crve_knudtson_px_zone_b"] == pytest.approx(whole["crve_knudtson_px_zone_b"], rel=0.03)
+    # the catalogue's definition (a literal: context imports the catalogue) names the circles actually used
+    from retsam_core.biomarkers.calibre import zone_circle_radii
+    from retsam_core.biomarkers.catalogue import COLUMNS
+    from retsam_core.biomarkers.context import Config
+
+    n = Config().calibre_circles
+    lo, hi = zone_circle_radii("zone_b", 1.0, n)[[0, -1]]
+    defn = COLUMNS["crve_knudtson_um_zone_b"].definition
+    assert f"each of {n} circles" in defn and f"{lo:.1f}r-{hi:.1f}r for zone B" in defn
+
 
 # ---------------------------------------------------------------- disc and cup
 

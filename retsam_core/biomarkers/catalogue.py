@@ -134,6 +134,7 @@ def _build() -> list[Column]:
     # --- calibre ------------------------------------------------------------------------------------------------
     for region in ("zone_b", "zone_c"):
         kw = dict(region=region)
+        # Config.calibre_circles (5) and calibre.zone_circle_radii; not imported: context imports this module
         circ = ("segments crossing each of 5 circles evenly spaced across the zone (median over the circles; "
                 "2.1r-2.9r for zone B, 2.3r-4.7r for zone C)")
         for method, ref in (("knudtson", REF_KNUDTSON), ("parr_hubbard", REF_PARR)):
