@@ -71,8 +71,8 @@ def _rate(fn, n_images: int, seconds: float) -> float:
 
 
 def bench_gpu(weights: str | None, batch: int = 16, seconds: float = 8.0, canvas: int = 1024) -> dict:
-    """GPU throughput: the network alone (bf16 autocast and fp32) and `segment()` end to end (host canvases in,
-    boolean masks out: what the pipeline's GPU actor does per batch)."""
+    """GPU throughput: the network alone (bf16 autocast and fp32), `segment()` end to end (host canvases in,
+    finished boolean masks out) and `segment_pending()` (what the pipeline's GPU actor does per batch)."""
     from retsam_core.model.loading import WEIGHTS_DIR, LearnedSegmenter
 
     weights = weights or str(WEIGHTS_DIR / "retsam-small.safetensors")
@@ -85,15 +85,20 @@ def bench_gpu(weights: str | None, batch: int = 16, seconds: float = 8.0, canvas
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
             m(m.normalise(x))["seg"].float().sigmoid()
 
-    rng = np.random.default_rng(0)
-    imgs = rng.integers(0, 255, (batch, canvas, canvas, 3), dtype=np.uint8)
-    fovs = np.ones((batch, canvas, canvas), bool)
+    import skimage.data
+
+    from retsam_core.preprocess import preprocess
+
+    pre = preprocess(skimage.data.retina(), canvas)  # a real photograph: the A/V vote's cost depends on the vessels
+    imgs, fovs = np.repeat(pre.image[None], batch, 0), np.repeat(pre.fov[None], batch, 0)
     return {
         "weights": weights, "device": torch.cuda.get_device_name(0) if dev == "cuda" else "cpu", "torch": torch.__version__, "batch": batch,
         "model_resolution": R, "canvas": canvas,
         "network_bf16_images_per_s": round(_rate(lambda: net(True), batch, seconds), 1),
         "network_fp32_images_per_s": round(_rate(lambda: net(False), batch, seconds), 1),
         "segment_bf16_images_per_s": round(_rate(lambda: seg.segment(imgs, fovs), batch, seconds), 1),
+        # the pipeline's segmentation actor since session 14: the finishing step runs on the CPU actors
+        "segment_pending_bf16_images_per_s": round(_rate(lambda: seg.segment_pending(imgs, fovs), batch, seconds), 1),
         "decoders_computed": [g for g in m.cfg.task_groups if g not in m.skip_groups],
     }
 

@@ -19,7 +19,7 @@ class PipelineConfig:
     min_side: int = 64  # decode limits (see retsam_core.image_io.DecodeLimits)
     max_pixels: int = 120_000_000
     field_angle_deg: float = DEFAULT_FIELD_ANGLE_DEG  # camera field angle: mm/px when the manifest has none; an angular-scale model's canvas
-    pass_image_to_quantify: bool = True  # hand the canvas (JPEG) to the biomarker stage (quality, colour)
+    pass_image_to_quantify: bool = True  # the canvas's quality and colour biomarkers (it travels to the CPU actors raw)
 
     # Resources
     num_gpus: float = 0.0  # per segmentation actor; never more than the cluster has (checked at start)

@@ -42,6 +42,8 @@ def segmenter_provenance(cfg: PipelineConfig) -> dict[str, Any]:
     choices = getattr(seg, "choices", None)  # the hybrid default: which segmenter supplies each target, and why
     if choices:
         prov["target_sources"] = {t: {"source": c.source, "reason": c.reason} for t, c in choices.items()}
+    if hasattr(seg, "finisher"):  # its host-side step, run by the CPU actors (retsam_core.finishing)
+        prov["finisher"] = seg.finisher().to_dict()
     return prov
 
 
@@ -245,6 +247,7 @@ def process_dataset(part: pa.Table, listing: Listing, out: Output, cfg: Pipeline
     ds = ds.map_batches(
         QuantifyStage,
         fn_constructor_kwargs=dict(config=cfg_d, lookup_path=lookup_path, fs=out.fs, targets=prov["provided_targets"],
+                                   finisher=prov.get("finisher"),
                                    provenance={**prov, "pipeline_version": PIPELINE_VERSION, "run_id": run_id,
                                                "quant_id": f"{run_id}-{ds_index:04d}"}),
         compute=ActorPoolStrategy(min_size=1, max_size=plan["quantify_actors"]),

@@ -1,8 +1,10 @@
 """Ray Data stages. Each is a callable class run on an actor pool; per-image failures become rows, never block
 failures, so that good images in the same batch always go through.
 
-Segment: compressed bytes -> decode (JPEG draft) -> preprocess -> segmenter (loaded once per actor) -> PNG masks.
-Quantify: PNG masks -> scale -> compute_biomarkers -> image row + segments (Arrow IPC) + masks passthrough.
+Segment: compressed bytes -> decode (JPEG draft) -> preprocess -> segmenter's network part (loaded once per actor)
+-> PNG masks, plus the evidence its host-side finishing reads (`retsam_core.finishing`).
+Quantify: PNG masks -> finishing (A/V separation on the skeleton, post-processing, classical fovea: CPU work kept off
+the GPU actors) -> scale -> compute_biomarkers -> image row + segments (Arrow IPC) + finished masks passthrough.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ import pyarrow as pa
 
 from pipeline import schema as S
 from pipeline.config import field_angle_of
+from retsam_core.finishing import EVIDENCE, Finisher, PendingMasks
 from retsam_core.preprocess import DEFAULT_FIELD_ANGLE_DEG
 
 SEGMENT_OUT_EXTRA = [
     pa.field("read_path", pa.string()),
     pa.field("fov", pa.binary()),
-    pa.field("canvas_jpeg", pa.binary()),
-]
+    pa.field("canvas_rgb", pa.binary()),  # the canvas, raw (S, S, 3) uint8: exact for the finishing, no encode cost
+    pa.field("masks_pending", pa.bool_()),  # the masks still need the segmenter's finishing step
+] + [pa.field(f"evidence_{k}", pa.binary()) for k in EVIDENCE]
 ERR_INTERNAL = "internal error"
 
 
@@ -111,6 +115,8 @@ class SegmentStage:
         self.lookup = load_lookup(lookup_path, fs)
         self.root_path, self.protocol = root_path, protocol
         self.pass_image = bool(config.get("pass_image_to_quantify", True))
+        # a segmenter with a host-side finishing step leaves it to the CPU actors (QuantifyStage)
+        self.pending = hasattr(self.segmenter, "segment_pending")
         # decode/preprocess in threads when the actor reserves several CPUs (GPU actors: 8-16 vCPUs per GPU)
         threads = int(config.get("decode_threads") or 0) or max(1, int(float(config.get("segment_num_cpus") or 1)))
         if threads > 1:
@@ -166,34 +172,42 @@ class SegmentStage:
             self._segment(rows, pending, encode_mask)
         return pa.Table.from_pylist(rows, schema=self.schema)
 
+    def _run(self, images: np.ndarray, fovs: np.ndarray) -> list[PendingMasks]:
+        if self.pending:
+            return self.segmenter.segment_pending(images, fovs)
+        return [PendingMasks(m) for m in self.segmenter.segment(images, fovs)]
+
     def _segment(self, rows, pending, encode_mask) -> None:
+        from retsam_core.mask_codec import encode_on_support
+
         t0 = time.perf_counter()
         try:
             images = np.stack([p.image for _, p in pending])
             fovs = np.stack([p.fov for _, p in pending])
-            outs = self.segmenter.segment(images, fovs)
+            outs = self._run(images, fovs)
             results = list(zip(pending, outs))
         except Exception:  # noqa: BLE001 - isolate the failing image by retrying one by one
             results = []
             for item in pending:
                 i, p = item
                 try:
-                    results.append((item, self.segmenter.segment(p.image[None], p.fov[None])[0]))
+                    results.append((item, self._run(p.image[None], p.fov[None])[0]))
                 except Exception as exc:  # noqa: BLE001
                     rows[i].update(status="error", error=f"segmentation failed: {type(exc).__name__}: {exc}")
         share = (time.perf_counter() - t0) / max(1, len(pending))
-        for (i, p), masks in results:
+        for (i, p), out in results:
             row = rows[i]
             try:
-                row["fov"] = encode_mask(p.fov)
+                row["fov"] = encode_mask(p.fov, transport=self.pending)
                 for t in self.targets:
-                    if t in masks:
-                        row[f"mask_{t}"] = encode_mask(masks[t])
-                if self.pass_image:
-                    import cv2
-
-                    ok, buf = cv2.imencode(".jpg", p.image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
-                    row["canvas_jpeg"] = buf.tobytes() if ok else None
+                    if t in out.masks:  # pending masks are re-encoded for storage once finished (QuantifyStage)
+                        row[f"mask_{t}"] = encode_mask(out.masks[t], transport=self.pending)
+                support = _evidence_support(out.masks)
+                for k, v in out.evidence.items():
+                    row[f"evidence_{k}"] = encode_on_support(v, support)
+                row["masks_pending"] = self.pending
+                if self.pass_image or self.pending:
+                    row["canvas_rgb"] = np.ascontiguousarray(p.image, np.uint8).tobytes()
             except Exception as exc:  # noqa: BLE001
                 row.update(status="error", error=f"mask encoding failed: {type(exc).__name__}: {exc}")
             row["segment_seconds"] = row.get("segment_seconds", 0.0) + share
@@ -202,8 +216,11 @@ class SegmentStage:
 class QuantifyStage:
     """Biomarkers from the masks (CPU). Used by `run` (after SegmentStage), `reprocess` and `quantify`."""
 
-    def __init__(self, config: dict, lookup_path: str | None, fs, provenance: dict, targets: list[str]):
+    def __init__(self, config: dict, lookup_path: str | None, fs, provenance: dict, targets: list[str],
+                 finisher: dict | None = None):
         self.cfg = config
+        self.finisher = Finisher.from_dict(finisher) if finisher is not None else None
+        self.pass_image = bool(config.get("pass_image_to_quantify", True))
         limit_threads(int(float(config.get("quantify_num_cpus") or 1)))
         self.lookup = load_lookup(lookup_path, fs)
         self.prov = provenance
@@ -230,7 +247,9 @@ class QuantifyStage:
         if read_path is not None and read_path in self.lookup:
             mm_orig = self.lookup[read_path][1]
         row["original_mm_per_px"] = _plain(mm_orig) if mm_orig is not None else None
-        canvas_jpeg = row.pop("canvas_jpeg", None)
+        canvas = row.pop("canvas_rgb", None)
+        pending = bool(row.pop("masks_pending", None))
+        evidence = {k: row.pop(f"evidence_{k}", None) for k in EVIDENCE}
         for key in ("segmenter", "model_hash", "provided_targets"):  # stored masks keep their own provenance
             if row.get(key) is None:
                 row[key] = self.prov[key]
@@ -239,14 +258,15 @@ class QuantifyStage:
         row["n_segment_rows"] = 0
         if row.get("status") == "ok" or (row.get("fov") is not None and row.get("status") != "error"):
             try:
-                self._biomarkers(row, canvas_jpeg)
+                self._biomarkers(row, canvas, pending, evidence)
             except Exception as exc:  # noqa: BLE001
                 row.update(status="error", error=f"biomarker computation failed: {type(exc).__name__}: {exc}",
                            null_reasons=json.dumps({"*": traceback.format_exc(limit=3)[-500:]}))
         row["quantify_seconds"] = time.perf_counter() - t0
         return row
 
-    def _biomarkers(self, row: dict[str, Any], canvas_jpeg: bytes | None) -> None:
+    def _biomarkers(self, row: dict[str, Any], canvas: bytes | None, pending: bool = False,
+                    evidence: dict[str, bytes | None] | None = None) -> None:
         from retsam_core.biomarkers import compute_biomarkers
         from retsam_core.mask_codec import decode_mask
         from retsam_core.preprocess import Geometry
@@ -257,12 +277,12 @@ class QuantifyStage:
         masks = {t: decode_mask(row[f"mask_{t}"]) for t in self.targets if row.get(f"mask_{t}") is not None}
         geom = Geometry(int(row["original_height"]), int(row["original_width"]), float(row["box_x0"]),
                         float(row["box_y0"]), float(row["box_side"]), int(row["canvas_size"]))
-        image = None
-        if canvas_jpeg is not None:
-            import cv2
-
-            arr = cv2.imdecode(np.frombuffer(canvas_jpeg, np.uint8), cv2.IMREAD_COLOR)
-            image = None if arr is None else np.ascontiguousarray(arr[..., ::-1])
+        side = int(row["canvas_size"])
+        image = None if canvas is None else np.frombuffer(canvas, np.uint8).reshape(side, side, 3)
+        if pending:
+            masks = self._finish(row, masks, image, fov, evidence or {})
+        if not self.pass_image:
+            image = None
         scale = make_scale(row.get("original_mm_per_px"), geom, masks, fov, field_angle_of(self.cfg))
         res = compute_biomarkers(masks, fov, scale, image=image, provided=self.prov["provided_targets"])
         for f in self.bio_fields:
@@ -276,6 +296,31 @@ class QuantifyStage:
             row.update(status="ungradable", error=f"quality score {q:.2f} below {float(threshold):.2f}")
         row["n_segment_rows"], row["segments_ipc"] = pack_segments(res.segments, row["image_id"], self.prov["quant_id"],
                                                                    self.seg_schema)
+
+    def _finish(self, row: dict[str, Any], masks: dict[str, np.ndarray], image: np.ndarray | None, fov: np.ndarray,
+                evidence: dict[str, bytes | None]) -> dict[str, np.ndarray]:
+        """The segmenter's host-side step (A/V separation, post-processing, classical fovea) on this CPU actor; the
+        finished masks replace the pending ones in the row, so the stored masks are the measured ones (and every
+        stored mask, the FOV too, is re-encoded from its 1-bit transport PNG as an 8-bit one)."""
+        from retsam_core.mask_codec import decode_on_support, encode_mask
+
+        if self.finisher is None or image is None:
+            raise ValueError("the segmenter's masks need finishing, but no finisher or canvas reached this stage")
+        support = _evidence_support(masks)
+        ev = {k: decode_on_support(v, support) for k, v in evidence.items() if v is not None}
+        masks = self.finisher(PendingMasks(masks, ev), image, fov)
+        row["fov"] = encode_mask(fov)
+        for t in self.targets:
+            if t in masks:
+                row[f"mask_{t}"] = encode_mask(masks[t])
+        return masks
+
+
+def _evidence_support(masks: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The pixels the evidence maps live on (`finishing.EVIDENCE`: the A/V probabilities on the vessel union)."""
+    if "artery" in masks and "vein" in masks:
+        return masks["artery"] | masks["vein"]
+    return None
 
 
 def pack_segments(segments: list[dict] | None, image_id: str, quant_id: str, schema: pa.Schema) -> tuple[int, bytes | None]:

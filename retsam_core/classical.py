@@ -51,11 +51,36 @@ class ClassicalSegmenter:
         vessel = threshold_vessels(response, fov, self.config)
         disc_centre, disc_radius = locate_disc(image, fov, vessel)
         disc = disc_mask(image, fov, disc_centre, disc_radius)
-        fovea = np.zeros_like(fov)
-        centre = locate_fovea(image, fov, disc_centre, disc_radius)
-        if centre is not None:
-            cv2.circle(fovea.view(np.uint8), centre, max(2, int(disc_radius * 0.2)), 1, thickness=-1)
-        return {"vessel": vessel, "optic_disc": disc, "fovea": fovea}
+        return {"vessel": vessel, "optic_disc": disc, "fovea": fovea_mask(image, fov, disc_centre, disc_radius)}
+
+
+def fovea_mask(image: np.ndarray, fov: np.ndarray, disc_centre: tuple[int, int], disc_radius: float) -> np.ndarray:
+    """A small disc around the fovea found from this disc (empty when the search band leaves the FOV)."""
+    fovea = np.zeros(fov.shape, bool)
+    centre = locate_fovea(image, fov, disc_centre, disc_radius)
+    if centre is not None:
+        cv2.circle(fovea.view(np.uint8), centre, max(2, int(disc_radius * 0.2)), 1, thickness=-1)
+    return fovea
+
+
+def classical_targets(image: np.ndarray, fov: np.ndarray, targets: tuple[str, ...],
+                      disc: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """`targets` from the classical segmenter. The fovea alone, given another segmenter's non-empty `disc`, is
+    searched from that disc's centre (the disc radius still the FOV-relative estimate the search band was set
+    with): the classical vessel map and disc locator (most of the classical cost) are then not run, and the fovea
+    agrees with the disc the biomarkers use (`benchmarks/bench_fovea_anchor.py`)."""
+    fov = fov.astype(bool)
+    if set(targets) == {"fovea"} and disc is not None and disc.any():
+        ys, xs = np.nonzero(disc)
+        centre = (int(round(float(xs.mean()))), int(round(float(ys.mean()))))
+        return {"fovea": fovea_mask(image, fov, centre, disc_radius_estimate(fov))}
+    masks = ClassicalSegmenter().segment_one(image, fov)
+    return {t: masks[t] for t in targets if t in masks}
+
+
+def disc_radius_estimate(fov: np.ndarray) -> float:
+    """The disc radius a typical eye has in this field of view (canvas px)."""
+    return DISC_DIAMETER_FRACTION_OF_FOV * _fov_diameter(fov) / 2.0
 
 
 def _inverted_green(image: np.ndarray, fov: np.ndarray) -> np.ndarray:
@@ -123,7 +148,7 @@ def _fov_diameter(fov: np.ndarray) -> float:
 
 def locate_disc(image: np.ndarray, fov: np.ndarray, vessel: np.ndarray) -> tuple[tuple[int, int], float]:
     """Disc centre (x, y) and radius in canvas px: bright region where many large vessels converge."""
-    radius = DISC_DIAMETER_FRACTION_OF_FOV * _fov_diameter(fov) / 2.0
+    radius = disc_radius_estimate(fov)
     inner = cv2.erode(fov.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (15, 15))).astype(bool)
     lum = (0.5 * image[..., 0].astype(np.float32) + 0.5 * image[..., 1].astype(np.float32))
     k = max(3.0, radius / 1.5)

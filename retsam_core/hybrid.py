@@ -9,12 +9,13 @@ a lesion head that fires on healthy eyes (`metrics.healthy_false_positives` in t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import mean
 
 import numpy as np
 
 from retsam_core.classical import ClassicalSegmenter
+from retsam_core.finishing import Finisher, PendingMasks, finish_all
 from retsam_core.segmenter import Segmenter, SegmenterInfo
 from retsam_core.targets import TARGETS
 
@@ -154,14 +155,19 @@ class HybridSegmenter:
             px_per_degree=li.px_per_degree,
         )
 
+    def finisher(self) -> Finisher:
+        """The learned part's host step, then the classical targets (on the host too: no network), then the cup cut
+        to the disc."""
+        learned = self.learned.finisher() if hasattr(self.learned, "finisher") else Finisher()
+        return replace(learned, classical_targets=tuple(t for t in TARGETS if t in self._from_classical),
+                       cup_inside_disc=True)
+
+    def segment_pending(self, images: np.ndarray, fovs: np.ndarray) -> list[PendingMasks]:
+        """The learned targets, unfinished; the classical ones are left to `finisher()`."""
+        if not self._from_learned:
+            return [PendingMasks({}) for _ in images]
+        return [PendingMasks({t: m for t, m in p.masks.items() if t in self._from_learned}, p.evidence)
+                for p in self.learned.segment_pending(images, fovs)]
+
     def segment(self, images: np.ndarray, fovs: np.ndarray) -> list[dict[str, np.ndarray]]:
-        learned = self.learned.segment(images, fovs) if self._from_learned else [{} for _ in images]
-        classical = self.classical.segment(images, fovs) if self._from_classical else [{} for _ in images]
-        out = []
-        for lm, cm in zip(learned, classical):
-            masks = {t: lm[t] for t in self._from_learned if t in lm}
-            masks.update({t: cm[t] for t in self._from_classical if t in cm})
-            if "optic_cup" in masks and "optic_disc" in masks:
-                masks["optic_cup"] = masks["optic_cup"] & masks["optic_disc"]  # the cup lies inside the disc
-            out.append(masks)
-        return out
+        return finish_all(self.finisher(), self.segment_pending(images, fovs), images, fovs)

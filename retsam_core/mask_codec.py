@@ -9,8 +9,12 @@ import cv2
 import numpy as np
 
 
-def encode_mask(mask: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", np.where(mask, 255, 0).astype(np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 6])
+def encode_mask(mask: np.ndarray, transport: bool = False) -> bytes:
+    """Stored masks: 8-bit PNG, 0/255, compression 6. `transport` (masks between pipeline stages, re-encoded before
+    they are stored): a 1-bit PNG, about 10x faster to write at the same size; `decode_mask` reads both."""
+    values = (np.asarray(mask) != 0).view(np.uint8) * np.uint8(255)
+    params = [cv2.IMWRITE_PNG_BILEVEL, 1] if transport else [cv2.IMWRITE_PNG_COMPRESSION, 6]
+    ok, buf = cv2.imencode(".png", values, params)
     if not ok:
         raise ValueError("PNG encoding failed")
     return buf.tobytes()
@@ -29,3 +33,21 @@ def encode_masks(masks: dict[str, np.ndarray]) -> dict[str, bytes]:
 
 def decode_masks(blobs: dict[str, bytes]) -> dict[str, np.ndarray]:
     return {name: decode_mask(b) for name, b in blobs.items() if b is not None}
+
+
+
+def encode_on_support(values: np.ndarray, support: np.ndarray) -> bytes:
+    """The uint8 `values` on the pixels of `support` (row-major), raw: for maps that are zero elsewhere and travel
+    beside their support (the A/V probabilities beside the vessel masks). No encoding cost; about a tenth of the
+    map's bytes for a vessel map."""
+    return np.ascontiguousarray(values[np.asarray(support, bool)], np.uint8).tobytes()
+
+
+def decode_on_support(data: bytes, support: np.ndarray) -> np.ndarray:
+    support = np.asarray(support, bool)
+    values = np.frombuffer(data, np.uint8)
+    if values.size != int(support.sum()):
+        raise ValueError(f"{values.size} values for a support of {int(support.sum())} pixels")
+    out = np.zeros(support.shape, np.uint8)
+    out[support] = values
+    return out

@@ -57,3 +57,27 @@ def test_disc_dice_on_idrid_test_images(shared_data):
     dices = np.array(dices)
     assert np.mean(dices > 0.5) >= 0.75, dices.round(2)
     assert np.median(dices) > 0.85, dices.round(2)
+
+
+def test_fovea_searched_from_a_given_disc(shared_data):
+    """The default segmenter hands the classical fovea locator the learned disc. Given the true disc of an IDRiD
+    test image, the fovea lies in the search band around that disc's centre (1.8-3.2 disc diameters of the
+    FOV-relative estimate); given an empty disc, the classical segmenter runs in full and its fovea is returned."""
+    from retsam_core.classical import classical_targets, disc_radius_estimate
+    from retsam_core.datasets.readers import label_to_canvas
+
+    root = shared_data / "IDRiD"
+    path = sorted((root / "images" / "test").glob("IDRiD_*.jpg"))[0]
+    d = decode_image(path.read_bytes(), DecodeLimits(target_side=1024))
+    p = preprocess(d.rgb, 1024, d.decode_scale, (d.original_height, d.original_width))
+    gt = np.asarray(Image.open(root / "masks" / "OD" / "test" / f"{path.stem}_OD.png")) > 0
+    true_disc = label_to_canvas(gt, p.geometry) >= 0.5
+    full = ClassicalSegmenter().segment(p.image[None], p.fov[None])[0]
+    anchored = classical_targets(p.image, p.fov, ("fovea",), disc=true_disc)
+    assert set(anchored) == {"fovea"} and anchored["fovea"].any()
+    fy, fx = np.nonzero(anchored["fovea"])
+    dy, dx = np.nonzero(true_disc)
+    dd = 2 * disc_radius_estimate(p.fov)
+    assert 1.7 < np.hypot(fx.mean() - dx.mean(), fy.mean() - dy.mean()) / dd < 3.3
+    fallback = classical_targets(p.image, p.fov, ("fovea",), disc=np.zeros_like(true_disc))
+    assert np.array_equal(fallback["fovea"], full["fovea"])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from retsam_core.finishing import PendingMasks
 from retsam_core.model import loading
 from retsam_core.model.loading import LearnedSegmenter, card_beats_classical, load_model, save_weights
 from retsam_core.model.network import SEG_CHANNELS, TASK_GROUPS, ModelConfig, RetSAMNet
@@ -134,7 +135,7 @@ def test_disc_cup_postprocess(tmp_path):
     cup = np.zeros((32, 32), bool)
     cup[8:12, 8:20] = True  # leaks outside the disc
     masks = {"optic_disc": disc, "optic_cup": cup}
-    seg._postprocess(masks)
+    masks = seg.finisher()(PendingMasks(masks), np.zeros((32, 32, 3), np.uint8), np.ones((32, 32), bool))
     assert masks["optic_disc"].sum() == 100 and not masks["optic_cup"][:, 15:].any()
 
 
@@ -150,7 +151,7 @@ def test_card_operating_point_drops_lesion_specks_and_sets_thresholds(tmp_path):
     ex[20, 20] = ex[25:27, 10] = True  # 1 px and 2 px: dropped
     he = ex.copy()  # no operating point for haemorrhage: untouched
     masks = {"hard_exudate": ex, "hemorrhage": he}
-    seg._postprocess(masks)
+    masks = seg.finisher()(PendingMasks(masks), np.zeros((32, 32, 3), np.uint8), np.ones((32, 32), bool))
     assert masks["hard_exudate"].sum() == 9 and masks["hemorrhage"].sum() == 12
 
 

@@ -122,7 +122,6 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     card_path = Path(a.card)
     seg = LearnedSegmenter.from_uri(str(card_path.with_suffix(".safetensors")), device="cpu")
-    seg.av_classifier = None  # the fit reads the network's own probabilities, whatever the card says now
     record_in_card(card_path, fit_for_card(seg, a.data_root, a.l2, a.vote_scale))
 
 

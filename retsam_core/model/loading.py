@@ -17,9 +17,8 @@ import cv2
 import numpy as np
 import torch
 
-from retsam_core.biomarkers.layout import drop_specks, largest_component
+from retsam_core.finishing import Finisher, PendingMasks, finish_all, quantise
 from retsam_core.intensity import standardise_intensity
-from retsam_core.model.av_features import AVSegmentClassifier
 from retsam_core.model.network import ModelConfig, RetSAMNet
 from retsam_core.preprocess import to_multiple
 from retsam_core.segmenter import SegmenterInfo
@@ -133,8 +132,6 @@ class LearnedSegmenter:
         self.last_probabilities = None
         self._last_fovea = None
         self.thresholds = {c: float(card.get("thresholds", {}).get(c, threshold)) for c in channels}
-        fitted = card.get("av_segment_classifier")  # None: segments vote with the network margin alone
-        self.av_classifier = AVSegmentClassifier.from_dict(fitted["classifier"]) if fitted else None
         self.info = SegmenterInfo(
             name=card.get("name", DEFAULT_NAME) + ("" if tta == "none" else f"+{tta}"),
             version=str(card.get("version", "0")), weights_hash=card.get("sha256", ""),
@@ -196,29 +193,6 @@ class LearnedSegmenter:
         """(N, S, S, 3) uint8 canvases -> (N, C, R, R) float16 probabilities at the model resolution R."""
         return self._forward(images, fovs).half().cpu().numpy()
 
-    def _postprocess(self, masks: dict[str, np.ndarray]) -> None:
-        """Priors from the card: smallest kept lesion component, one optic disc (largest component), cup inside
-        the disc."""
-        pp = self.card.get("postprocess", {})
-        for t, area in pp.get("min_component_px", {}).items():  # lesion specks below the chosen operating point
-            if t in masks:
-                masks[t] = drop_specks(masks[t], int(area))
-        for t in pp.get("largest_component", []):
-            if t in masks and masks[t].any():
-                masks[t] = largest_component(masks[t])
-        if pp.get("cup_inside_disc") and "optic_cup" in masks and "optic_disc" in masks:
-            masks["optic_cup"] = masks["optic_cup"] & masks["optic_disc"]
-
-    def _separate_artery_vein(self, masks: dict[str, np.ndarray], pa: np.ndarray, pv: np.ndarray, image: np.ndarray,
-                              fov: np.ndarray) -> None:
-        """A vessel pixel is an artery or a vein, not both, and a vessel keeps its class between junctions: the
-        union of the two thresholded maps is split per centreline segment, with bifurcations and crossings as
-        evidence (`av_voting.segment_votes`), each segment voting by the card's A/V segment classifier if it has one."""
-        from retsam_core.model.av_voting import segment_votes  # skan, only here: export and training do without it
-
-        masks["artery"], masks["vein"] = segment_votes(masks["artery"] | masks["vein"], pa, pv,
-                                                       classifier=self.av_classifier, image=image, fov=fov)
-
     def _host_maps(self, probs: torch.Tensor, targets: list[str], size: int, binary: bool) -> np.ndarray:
         """The `targets` channels at canvas `size` on the host: thresholded on the device when no resize is needed
         (one byte per pixel crosses the bus, not a float), else as float32 resized here."""
@@ -234,7 +208,15 @@ class LearnedSegmenter:
             return p >= np.array([self.thresholds[t] for t in targets], np.float32).reshape(1, -1, 1, 1)
         return p
 
-    def segment(self, images: np.ndarray, fovs: np.ndarray) -> list[dict[str, np.ndarray]]:
+    def finisher(self) -> Finisher:
+        """The host-side step after the network (A/V separation, the card's post-processing), as plain data."""
+        fitted = self.card.get("av_segment_classifier")  # None: segments vote with the network margin alone
+        return Finisher(av_classifier=fitted["classifier"] if fitted else None,
+                        postprocess=dict(self.card.get("postprocess", {})))
+
+    def segment_pending(self, images: np.ndarray, fovs: np.ndarray) -> list[PendingMasks]:
+        """The network's part of `segment`: thresholded masks inside the FOV and, when arteries and veins are
+        emitted, their probabilities on the vessel union as evidence for `finisher()`."""
         images = np.asarray(images)
         fovs = np.asarray(fovs, bool)
         if images.ndim != 4 or images.shape[-1] != 3:
@@ -248,12 +230,16 @@ class LearnedSegmenter:
         results = []
         for i in range(images.shape[0]):
             masks = {t: hard[i, k] & fovs[i] for k, t in enumerate(targets)}
+            evidence = {}
             if with_av:
-                self._separate_artery_vein(masks, av[i, 0], av[i, 1], images[i], fovs[i])
-            self._postprocess(masks)
+                union = masks["artery"] | masks["vein"]
+                evidence = {"p_artery": quantise(av[i, 0], union), "p_vein": quantise(av[i, 1], union)}
             if "fovea" in self.emit and self._last_fovea is not None:
                 fx, fy = (self._last_fovea[i].cpu().numpy() * S).tolist()
                 yy, xx = np.ogrid[:S, :S]
                 masks["fovea"] = ((xx - fx) ** 2 + (yy - fy) ** 2 <= (FOVEA_RADIUS_FRAC * S) ** 2) & fovs[i]
-            results.append(masks)
+            results.append(PendingMasks(masks, evidence))
         return results
+
+    def segment(self, images: np.ndarray, fovs: np.ndarray) -> list[dict[str, np.ndarray]]:
+        return finish_all(self.finisher(), self.segment_pending(images, fovs), images, fovs)
