@@ -30,8 +30,8 @@ class PendingMasks:
 
 
 def quantise(p: np.ndarray, support: np.ndarray) -> np.ndarray:
-    """Probabilities -> uint8 (x 255), zero off `support`: the A/V vote reads them on centrelines only, and zeros
-    compress to almost nothing on the way to the CPU actors."""
+    """Probabilities -> uint8 (x 255), zero off `support`: the A/V vote reads them on centrelines only, so only the
+    support's values need travel to the CPU actors (`mask_codec.encode_on_support`)."""
     return np.where(support, np.rint(np.clip(p, 0.0, 1.0) * 255.0), 0).astype(np.uint8)
 
 

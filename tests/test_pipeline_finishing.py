@@ -5,6 +5,7 @@ actors. A cohort run must store exactly the masks `segment()` gives in one proce
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import fsspec
 import numpy as np
@@ -70,3 +71,37 @@ def test_segmentation_actor_leaves_the_finishing_to_the_cpu_actors(demo_cohort, 
     assert p_artery[artery].mean() > 127 > p_artery[vein & ~artery].mean()
     assert len(row["canvas_rgb"]) == 512 * 512 * 3
 
+
+
+def test_finishing_on_a_cpu_actor_does_not_import_torch(tmp_path):
+    """The CPU actors finish masks with the card's A/V classifier and the classical fovea: that must not pull in
+    torch (hundreds of MB per actor). Checked in a fresh interpreter on the shipped card and a real photograph."""
+    import subprocess
+    import sys
+
+    from retsam_core.model.loading import default_weights_path
+
+    card = default_weights_path().with_suffix(".json")
+    code = f"""
+import json, sys
+import numpy as np, skimage.data
+from retsam_core.finishing import Finisher, PendingMasks, quantise
+from retsam_core.preprocess import preprocess
+card = json.loads(open({str(card)!r}).read())
+fin = Finisher(av_classifier=card["av_segment_classifier"]["classifier"], postprocess=card.get("postprocess", {{}}),
+               classical_targets=("fovea",))
+pre = preprocess(skimage.data.retina(), 512)
+g = pre.image[..., 1].astype(np.float32)
+vessel = (g < np.percentile(g[pre.fov], 12)) & pre.fov
+disc = np.zeros_like(vessel); disc[230:290, 80:140] = True
+p = np.where(np.arange(512)[None, :] % 64 < 32, 0.8, 0.2) * np.ones((512, 1))
+masks = fin(PendingMasks({{"artery": vessel, "vein": vessel, "optic_disc": disc}},
+                         {{"p_artery": quantise(p, vessel), "p_vein": quantise(1 - p, vessel)}}), pre.image, pre.fov)
+assert masks["artery"].any() and masks["vein"].any() and not (masks["artery"] & masks["vein"]).any()
+assert masks["fovea"].any()
+print("torch" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": ""})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"
