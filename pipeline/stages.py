@@ -178,8 +178,6 @@ class SegmentStage:
         return [PendingMasks(m) for m in self.segmenter.segment(images, fovs)]
 
     def _segment(self, rows, pending, encode_mask) -> None:
-        from retsam_core.mask_codec import encode_on_support
-
         t0 = time.perf_counter()
         try:
             images = np.stack([p.image for _, p in pending])
@@ -195,22 +193,35 @@ class SegmentStage:
                 except Exception as exc:  # noqa: BLE001
                     rows[i].update(status="error", error=f"segmentation failed: {type(exc).__name__}: {exc}")
         share = (time.perf_counter() - t0) / max(1, len(pending))
-        for (i, p), out in results:
-            row = rows[i]
-            try:
-                row["fov"] = encode_mask(p.fov, transport=self.pending)
-                for t in self.targets:
-                    if t in out.masks:  # pending masks are re-encoded for storage once finished (QuantifyStage)
-                        row[f"mask_{t}"] = encode_mask(out.masks[t], transport=self.pending)
-                support = _evidence_support(out.masks)
-                for k, v in out.evidence.items():
-                    row[f"evidence_{k}"] = encode_on_support(v, support)
-                row["masks_pending"] = self.pending
-                if self.pass_image or self.pending:
-                    row["canvas_rgb"] = np.ascontiguousarray(p.image, np.uint8).tobytes()
-            except Exception as exc:  # noqa: BLE001
-                row.update(status="error", error=f"mask encoding failed: {type(exc).__name__}: {exc}")
-            row["segment_seconds"] = row.get("segment_seconds", 0.0) + share
+
+        def encode(item) -> None:
+            (i, p), out = item
+            self._encode(rows[i], p, out, encode_mask)
+            rows[i]["segment_seconds"] = rows[i].get("segment_seconds", 0.0) + share
+
+        if self.pool:  # PNG encoding releases the GIL: an actor with several CPUs (a GPU actor) encodes in parallel
+            list(self.pool.map(encode, results))
+        else:
+            for r in results:
+                encode(r)
+
+    def _encode(self, row: dict[str, Any], pre, out: PendingMasks, encode_mask) -> None:
+        """One image's masks (1-bit transport PNGs when the CPU actors still finish them), evidence and canvas."""
+        from retsam_core.mask_codec import encode_on_support
+
+        try:
+            row["fov"] = encode_mask(pre.fov, transport=self.pending)
+            for t in self.targets:
+                if t in out.masks:  # pending masks are re-encoded for storage once finished (QuantifyStage)
+                    row[f"mask_{t}"] = encode_mask(out.masks[t], transport=self.pending)
+            support = _evidence_support(out.masks)
+            for k, v in out.evidence.items():
+                row[f"evidence_{k}"] = encode_on_support(v, support)
+            row["masks_pending"] = self.pending
+            if self.pass_image or self.pending:
+                row["canvas_rgb"] = np.ascontiguousarray(pre.image, np.uint8).tobytes()
+        except Exception as exc:  # noqa: BLE001
+            row.update(status="error", error=f"mask encoding failed: {type(exc).__name__}: {exc}")
 
 
 class QuantifyStage:

@@ -59,11 +59,13 @@ def test_segmentation_actor_leaves_the_finishing_to_the_cpu_actors(demo_cohort, 
     and no fovea: the skeleton work and the classical locator are not done there."""
     from retsam_core.mask_codec import decode_on_support
 
-    path = demo_cohort.input_dir / NAMES[0]
-    stage = SegmentStage(fast_config(segmenter="default", canvas_size=512).to_dict(), None, fsspec.filesystem("file"),
-                         str(demo_cohort.input_dir), "file")
-    row = stage(pa.table({"path": [str(path)], "bytes": [path.read_bytes()]})).to_pylist()[0]
-    assert row["status"] == "ok" and row["masks_pending"] is True
+    paths = [demo_cohort.input_dir / n for n in NAMES]
+    cfg = fast_config(segmenter="default", canvas_size=512, decode_threads=2)  # a multi-CPU actor encodes in threads
+    stage = SegmentStage(cfg.to_dict(), None, fsspec.filesystem("file"), str(demo_cohort.input_dir), "file")
+    out = stage(pa.table({"path": [str(p) for p in paths], "bytes": [p.read_bytes() for p in paths]})).to_pylist()
+    assert [r["status"] for r in out] == ["ok", "ok"] and out[0]["mask_vessel"] != out[1]["mask_vessel"]
+    row = out[0]
+    assert row["masks_pending"] is True
     assert row["mask_fovea"] is None and row["canvas_rgb"] is not None
     artery, vein = decode_mask(row["mask_artery"]), decode_mask(row["mask_vein"])
     p_artery = decode_on_support(row["evidence_p_artery"], artery | vein)  # sent on the vessel union only
