@@ -66,7 +66,7 @@ def run(runs: int = 5, n_images: int = 6) -> dict:
     import cv2
 
     from retsam_core.classical import ClassicalSegmenter
-    from retsam_core.finishing import PendingMasks
+    from retsam_core.finishing import PendingMasks, evidence_support
     from retsam_core.mask_codec import decode_mask, decode_on_support, encode_mask, encode_on_support
     from retsam_core.segmenter import load_segmenter
 
@@ -92,18 +92,18 @@ def run(runs: int = 5, n_images: int = 6) -> dict:
         def now():
             p = seg.segment_pending(image[None], fov[None])[0]
             [encode_mask(m, transport=True) for m in p.masks.values()]
-            support = p.masks["artery"] | p.masks["vein"]
+            support = evidence_support(p.masks)
             [encode_on_support(v, support) for v in p.evidence.values()]
             encode_mask(fov, transport=True)
             np.ascontiguousarray(image).tobytes()
 
-        union = pending.masks["artery"] | pending.masks["vein"]
+        union = evidence_support(pending.masks)
         sent = ({t: encode_mask(m, transport=True) for t, m in pending.masks.items()},
                 {k: encode_on_support(v, union) for k, v in pending.evidence.items()})
 
         def cpu_added():
             masks = {t: decode_mask(b) for t, b in sent[0].items()}
-            support = masks["artery"] | masks["vein"]
+            support = evidence_support(masks)
             evidence = {k: decode_on_support(b, support) for k, b in sent[1].items()}
             done = finish_now(PendingMasks(masks, evidence), image, fov)
             [encode_mask(m) for m in (*done.values(), fov)]

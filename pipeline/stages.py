@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from pipeline import schema as S
 from pipeline.config import field_angle_of
-from retsam_core.finishing import EVIDENCE, Finisher, PendingMasks
+from retsam_core.finishing import EVIDENCE, Finisher, PendingMasks, evidence_support
 from retsam_core.preprocess import DEFAULT_FIELD_ANGLE_DEG
 
 SEGMENT_OUT_EXTRA = [
@@ -214,7 +214,7 @@ class SegmentStage:
             for t in self.targets:
                 if t in out.masks:  # pending masks are re-encoded for storage once finished (QuantifyStage)
                     row[f"mask_{t}"] = encode_mask(out.masks[t], transport=self.pending)
-            support = _evidence_support(out.masks)
+            support = evidence_support(out.masks)
             for k, v in out.evidence.items():
                 row[f"evidence_{k}"] = encode_on_support(v, support)
             row["masks_pending"] = self.pending
@@ -317,7 +317,7 @@ class QuantifyStage:
 
         if self.finisher is None or image is None:
             raise ValueError("the segmenter's masks need finishing, but no finisher or canvas reached this stage")
-        support = _evidence_support(masks)
+        support = evidence_support(masks)
         ev = {k: decode_on_support(v, support) for k, v in evidence.items() if v is not None}
         masks = self.finisher(PendingMasks(masks, ev), image, fov)
         row["fov"] = encode_mask(fov)
@@ -325,13 +325,6 @@ class QuantifyStage:
             if t in masks:
                 row[f"mask_{t}"] = encode_mask(masks[t])
         return masks
-
-
-def _evidence_support(masks: dict[str, np.ndarray]) -> np.ndarray | None:
-    """The pixels the evidence maps live on (`finishing.EVIDENCE`: the A/V probabilities on the vessel union)."""
-    if "artery" in masks and "vein" in masks:
-        return masks["artery"] | masks["vein"]
-    return None
 
 
 def pack_segments(segments: list[dict] | None, image_id: str, quant_id: str, schema: pa.Schema) -> tuple[int, bytes | None]:

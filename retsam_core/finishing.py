@@ -29,6 +29,15 @@ class PendingMasks:
     evidence: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+def evidence_support(masks: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The pixels the `EVIDENCE` maps live on: the union of the thresholded artery and vein maps, before the vote
+    splits it. The segmentation actor sends the evidence on it and the CPU actor rebuilds the maps from it, so both
+    sides must compute it the same way: here."""
+    if "artery" in masks and "vein" in masks:
+        return masks["artery"] | masks["vein"]
+    return None
+
+
 def quantise(p: np.ndarray, support: np.ndarray) -> np.ndarray:
     """Probabilities -> uint8 (x 255), zero off `support`: the A/V vote reads them on centrelines only, so only the
     support's values need travel to the CPU actors (`mask_codec.encode_on_support`)."""
@@ -78,7 +87,7 @@ class Finisher:
 
         classifier = AVSegmentClassifier.from_dict(self.av_classifier) if self.av_classifier else None
         pa, pv = (evidence[k].astype(np.float32) / 255.0 for k in EVIDENCE)
-        masks["artery"], masks["vein"] = segment_votes(masks["artery"] | masks["vein"], pa, pv,
+        masks["artery"], masks["vein"] = segment_votes(evidence_support(masks), pa, pv,
                                                        classifier=classifier, image=image, fov=fov)
 
 

@@ -135,10 +135,10 @@ def _release_artery_vein_together(choice: dict[str, TargetChoice]) -> None:
 class HybridSegmenter:
     """Learned and classical segmenters combined per target, as `choose_sources` decides."""
 
-    def __init__(self, learned: Segmenter, card: dict, classical: ClassicalSegmenter | None = None):
+    def __init__(self, learned: Segmenter, card: dict):
         self.learned = learned
-        self.classical = classical or ClassicalSegmenter()
-        self.choices = choose_sources(card, learned.info.provides, self.classical.info.provides)
+        # the classical targets are computed by the finisher (`classical.classical_targets`, default configuration)
+        self.choices = choose_sources(card, learned.info.provides, ClassicalSegmenter().info.provides)
         provides = tuple(t for t in TARGETS if self.choices.get(t, TargetChoice("withheld", "")).source != "withheld")
         self._from_learned = {t for t in provides if self.choices[t].source == "learned"}
         self._from_classical = {t for t in provides if self.choices[t].source == "classical"}

@@ -35,7 +35,6 @@ def decode_masks(blobs: dict[str, bytes]) -> dict[str, np.ndarray]:
     return {name: decode_mask(b) for name, b in blobs.items() if b is not None}
 
 
-
 def encode_on_support(values: np.ndarray, support: np.ndarray) -> bytes:
     """The uint8 `values` on the pixels of `support` (row-major), raw: for maps that are zero elsewhere and travel
     beside their support (the A/V probabilities beside the vessel masks). No encoding cost; about a tenth of the

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-from retsam_core.finishing import Finisher, PendingMasks, finish_all, quantise
+from retsam_core.finishing import Finisher, PendingMasks, evidence_support, finish_all, quantise
 from retsam_core.intensity import standardise_intensity
 from retsam_core.model.network import ModelConfig, RetSAMNet
 from retsam_core.preprocess import to_multiple
@@ -232,7 +232,7 @@ class LearnedSegmenter:
             masks = {t: hard[i, k] & fovs[i] for k, t in enumerate(targets)}
             evidence = {}
             if with_av:
-                union = masks["artery"] | masks["vein"]
+                union = evidence_support(masks)
                 evidence = {"p_artery": quantise(av[i, 0], union), "p_vein": quantise(av[i, 1], union)}
             if "fovea" in self.emit and self._last_fovea is not None:
                 fx, fy = (self._last_fovea[i].cpu().numpy() * S).tolist()
