@@ -135,12 +135,10 @@ def cmd_demo(args) -> int:
 # segment ----------------------------------------------------------------------------------------------------
 def cmd_segment(args) -> int:
     """Masks for a few images, no Ray: <stem>_<target>.png (0/255) at the original image size."""
-    import cv2
-    import numpy as np
-
     from pipeline.storage import IMAGE_EXTENSIONS
     from retsam_core.errors import ImageError
     from retsam_core.image_io import DecodeLimits, decode_image
+    from retsam_core.mask_codec import encode_mask
     from retsam_core.preprocess import mask_to_original, preprocess
     from retsam_core.segmenter import load_segmenter
 
@@ -172,7 +170,7 @@ def cmd_segment(args) -> int:
         for target, m in masks.items():
             full = mask_to_original(m, pre.geometry)
             path = outdir / f"{f.stem}_{target}.png"
-            cv2.imwrite(str(path), np.where(full, 255, 0).astype(np.uint8))
+            path.write_bytes(encode_mask(full))  # the stored masks' PNG: 8-bit 0/255
             written.append(path.name)
         print(f"{f}: {', '.join(written)} ({dec.original_width}x{dec.original_height})")
     return 1 if failures and failures == len(files) else 0

@@ -197,13 +197,31 @@ def disc_mask(
     return out.astype(bool) & fov
 
 
+def smooth_field(values: np.ndarray, sigma: float) -> np.ndarray:
+    """`cv2.GaussianBlur(values, (0, 0), sigma)` for a large `sigma`, computed on a grid up to sigma/8 times coarser
+    and brought back by linear interpolation: the blurred field varies on the scale of sigma, so 8 samples per sigma
+    keep it within a fraction of a grey level (0.13 at most inside the FOV of scikit-image's fundus, sigma 57), while
+    a full-resolution kernel 8 sigma wide costs ~0.15 s per 1024 px canvas on one CPU thread (~25x more). The image
+    is first mirrored outwards by 4 sigma as GaussianBlur mirrors it, so the coarse grid's edge does not shift the
+    mirror."""
+    factor = int(sigma // 8)
+    if factor < 2:
+        return cv2.GaussianBlur(values, (0, 0), sigma)
+    h, w = values.shape[:2]
+    pad = int(np.ceil(4 * sigma / factor)) * factor
+    big = cv2.copyMakeBorder(values, pad, pad + (-h) % factor, pad, pad + (-w) % factor, cv2.BORDER_REFLECT_101)
+    small = cv2.resize(big, (big.shape[1] // factor, big.shape[0] // factor), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), sigma / factor)
+    return cv2.resize(small, (big.shape[1], big.shape[0]), interpolation=cv2.INTER_LINEAR)[pad:pad + h, pad:pad + w]
+
+
 def locate_fovea(image: np.ndarray, fov: np.ndarray, disc_centre: tuple[int, int], disc_radius: float) -> tuple[int, int] | None:
     """Darkest smooth spot in a band ~2-3 disc diameters from the disc, roughly level with it."""
     h, w = fov.shape
     dd = 2.0 * disc_radius
     inner = cv2.erode(fov.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (31, 31))).astype(bool)
-    lum = cv2.GaussianBlur(image[..., 1].astype(np.float32), (0, 0), max(2.0, dd / 3))
-    yy, xx = np.mgrid[0:h, 0:w]
+    lum = smooth_field(image[..., 1].astype(np.float32), max(2.0, dd / 3))
+    yy, xx = np.ogrid[0:h, 0:w]  # broadcast: the same distances as full grids, without building them
     dx, dy = xx - disc_centre[0], yy - disc_centre[1]
     dist = np.hypot(dx, dy)
     band = (dist >= 1.8 * dd) & (dist <= 3.2 * dd) & (np.abs(dy) <= 1.0 * dd) & inner

@@ -81,3 +81,24 @@ def test_fovea_searched_from_a_given_disc(shared_data):
     assert 1.7 < np.hypot(fx.mean() - dx.mean(), fy.mean() - dy.mean()) / dd < 3.3
     fallback = classical_targets(p.image, p.fov, ("fovea",), disc=np.zeros_like(true_disc))
     assert np.array_equal(fallback["fovea"], full["fovea"])
+
+
+def test_fovea_search_blur_on_a_coarse_grid_is_the_full_blur():
+    """The fovea search's large blur runs on a coarse grid (`smooth_field`). On a real photograph it must stay
+    within a fraction of a grey level of the full-resolution blur, canvas edges included (where the FOV touches
+    them, a coarse grid mirrored at its own edge was off by 3.5 levels), and be exact below the coarse-grid
+    threshold. Odd sizes come back at their own size."""
+    import cv2
+
+    from retsam_core.classical import smooth_field
+
+    p = preprocess(skimage.data.retina(), 1024)
+    green = p.image[..., 1].astype(np.float32)
+    assert p.fov[0].any()  # the FOV reaches the canvas edge: the mirror matters
+    for sigma in (20.0, 57.0, 90.0):
+        diff = np.abs(smooth_field(green, sigma) - cv2.GaussianBlur(green, (0, 0), sigma))
+        assert diff.max() < 0.25, (sigma, diff.max())
+    assert np.array_equal(smooth_field(green, 9.0), cv2.GaussianBlur(green, (0, 0), 9.0))
+    odd = green[:1000, :777]
+    assert smooth_field(odd, 57.0).shape == odd.shape
+    assert np.abs(smooth_field(odd, 57.0) - cv2.GaussianBlur(odd, (0, 0), 57.0)).max() < 0.25

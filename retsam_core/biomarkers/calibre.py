@@ -76,7 +76,8 @@ def widths_along_normals(mask: np.ndarray, p: np.ndarray, tangent: np.ndarray, h
     offs = np.arange(-half, half + step / 2, step)
     rr = p[:, None, 0] + offs[None, :] * nrm[:, None, 0]
     cc = p[:, None, 1] + offs[None, :] * nrm[:, None, 1]
-    vals = map_coordinates(mask.astype(np.float32), [rr.ravel(), cc.ravel()], order=1, mode="constant")
+    values = mask if mask.dtype == np.float32 else mask.astype(np.float32)  # callers looping over segments pass it
+    vals = map_coordinates(values, [rr.ravel(), cc.ravel()], order=1, mode="constant")
     inside = vals.reshape(rr.shape) >= 0.5
     c = len(offs) // 2
     right = np.cumprod(inside[:, c:], axis=1).sum(1)
@@ -101,6 +102,8 @@ def zone_vessel_widths(ctx: Context, seg: Segments, zone: str, mask: np.ndarray 
     lo, hi = ZONE_BOUNDS[zone]
     r = ctx.disc.r
     radii = zone_circle_radii(zone, r, n)
+    if mask is not None:
+        mask = mask.astype(np.float32)  # once, not per segment (profile_widths interpolates it)
     widths, near, far = [], [], []
     for p, pw in zip(seg.points, seg.point_width):
         d = np.hypot(p[:, 1] - ctx.disc.cx, p[:, 0] - ctx.disc.cy)
