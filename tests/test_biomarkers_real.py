@@ -141,3 +141,27 @@ def test_drishti_vertical_cdr_against_experts(shared_data):
     print(f"\nDRISHTI-GS1: {n} images, vertical CDR vs mean expert CDR: MAD {mad:.4f}, max {max(diffs):.3f}")
     assert n == 101
     assert mad < 0.06
+
+
+def test_vessel_widths_are_the_exact_distance_transform(shared_data):
+    """OpenCV's exact distance transform rounds the last bit of a few pixels by its output buffer's address and
+    thread count, which made the same image's width biomarkers differ in the 10th digit between two pipeline runs.
+    `width_map` must give 2 * EDT - 1 with the EDT correctly rounded (scipy's, bit for bit) on a real expert vessel
+    map at 1536 x 1024 (where one thread differed on 435 pixels), with any OpenCV thread count."""
+    from scipy import ndimage
+
+    from retsam_core.biomarkers.skeleton import width_map
+
+    if not (shared_data / "HRF-AV").is_dir():
+        pytest.skip("HRF-AV not in the shared data")
+    av = cv2.imread(str(shared_data / "HRF-AV" / "masks" / "av" / "01_dr_AVmanual.png"), cv2.IMREAD_COLOR)
+    vessel = cv2.resize((av.max(axis=2) > 127).astype(np.uint8), (1536, 1024), interpolation=cv2.INTER_NEAREST) > 0
+    exact = ndimage.distance_transform_edt(vessel).astype(np.float32)
+    expected = np.maximum(2.0 * exact - 1.0, 0.0).astype(np.float32)
+    threads = cv2.getNumThreads()
+    try:
+        for n in (1, 2, threads):
+            cv2.setNumThreads(n)
+            assert np.array_equal(width_map(vessel), expected), n
+    finally:
+        cv2.setNumThreads(threads)

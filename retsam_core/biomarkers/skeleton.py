@@ -31,6 +31,12 @@ class VesselGraph:
 def width_map(mask: np.ndarray) -> np.ndarray:
     """Local vessel width at centreline pixels: 2 * distance-to-background - 1 (a 1-px line has width 1)."""
     dt = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    # OpenCV's exact transform rounds the last bit of a few pixels differently with its output buffer's address
+    # and thread count, so one image's width biomarkers differed in the 10th digit between runs. A distance to the
+    # nearest background pixel is the root of an integer: recovering that integer and taking the root again gives
+    # the correctly rounded distance, the same in every process (and scipy's exact transform, bit for bit).
+    on = dt > 0  # vessel pixels only: a tenth of the canvas, ~3 ms
+    dt[on] = np.sqrt(np.rint(np.square(dt[on], dtype=np.float64)))
     return np.maximum(2.0 * dt - 1.0, 0.0).astype(np.float32)
 
 
