@@ -25,7 +25,9 @@ class PipelineConfig:
     num_gpus: float = 0.0  # per segmentation actor; never more than the cluster has (checked at start)
     segment_actors: int = 0  # 0 = automatic (GPUs: one per GPU; CPU: about half the CPUs)
     quantify_actors: int = 0  # 0 = automatic
-    segment_num_cpus: float = 1.0  # CPUs reserved per segmentation actor (GPU actors: 8-16; decode + encode threaded)
+    # CPUs reserved per segmentation actor, its decode + encode threads (0 = automatic: 1 on CPU; on GPUs the share
+    # that keeps pace with the quantify actors, pipeline.resources.segment_cpus_for_gpus)
+    segment_num_cpus: float = 0.0
     decode_threads: int = 0  # threads decoding inside a segmentation actor (0 = int(segment_num_cpus))
     quantify_num_cpus: float = 1.0
     io_num_cpus: float = 0.25  # fractional CPUs for read tasks, so actors never starve the reads

@@ -135,6 +135,8 @@ def _run_cohort(input_uri: str, output_uri: str, cfg: PipelineConfig, *, force: 
     if todo.num_rows:
         ensure_ray(cfg, progress=progress)
         plan = plan_resources(cfg, log)
+        log(f"actors: {plan['segment_actors']} segmentation ({plan['num_gpus']:g} GPU, {plan['segment_num_cpus']:g} CPU(s) "
+            f"each), up to {plan['quantify_actors']} quantify ({plan['quantify_num_cpus']:g} CPU(s) each)")
         prov = segmenter_provenance(cfg)
         record.update(resources=plan, segmenter=prov)
         out.write_json(out.path("_runs", f"{run_id}.json"), record)
@@ -227,6 +229,7 @@ def process_dataset(part: pa.Table, listing: Listing, out: Output, cfg: Pipeline
 
     cfg_d = cfg.to_dict()
     cfg_d.pop("storage_options", None)
+    cfg_d["segment_num_cpus"] = plan["segment_num_cpus"]  # the actors' threads: the planned reservation
     in_fs = filesystem(listing.root, in_opts)
     lookup_cols = ["image_id", "read_path"] + (["mm_per_px"] if "mm_per_px" in part.column_names else [])
     lookup_path = out.path("_staging", f"lookup-{run_id}-{ds_index:04d}.parquet")

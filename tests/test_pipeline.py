@@ -200,6 +200,43 @@ def test_gpu_plan_on_a_gpu_cluster(monkeypatch):
     assert plan["num_gpus"] == 0 and plan["segment_actors"] + plan["quantify_actors"] <= 63
 
 
+def test_gpu_actors_get_the_decode_threads_that_keep_pace(monkeypatch):
+    """A GPU segmentation actor's CPUs (its decode threads) are planned from the measured CPU-seconds per image of
+    the two pools (0.26 decoding, 1.04 quantifying): one decode CPU per four quantify CPUs. Until session 15 it got one
+    CPU, one decode thread: ~4 images/s for a GPU that runs the network at hundreds."""
+    import ray
+
+    from pipeline.config import PipelineConfig
+    from pipeline.resources import plan_resources
+
+    gpu_node = {"Alive": True, "Resources": {"CPU": 16.0, "GPU": 1.0}}
+    monkeypatch.setattr(ray, "nodes", lambda: [gpu_node])
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 1.0})
+    # a 16-core GPU workstation (or a GPU node alone): a balanced split of its CPUs
+    plan = plan_resources(PipelineConfig(num_gpus=1, address="auto"), lambda m: None)
+    assert (plan["segment_actors"], plan["segment_num_cpus"], plan["quantify_actors"]) == (1, 3.0, 12)
+    # cluster.yaml at submission: one GPU node up, the CPU workers not yet; explicit actor counts are kept for the
+    # autoscaler (not squeezed onto the CPUs up now), and the decode threads feed 150 quantify actors (capped by
+    # the GPU node's 16 CPUs less one)
+    msgs: list[str] = []
+    plan = plan_resources(PipelineConfig(num_gpus=1, address="auto", segment_actors=2, quantify_actors=150), msgs.append)
+    assert (plan["segment_actors"], plan["quantify_actors"], plan["quantify_num_cpus"]) == (2, 150, 1.0)
+    assert plan["segment_num_cpus"] == 15.0 and any("autoscaler" in m for m in msgs)
+    # a bigger cluster up now: 2 GPU nodes and 4 CPU workers -> 96 CPUs, one decode CPU per four quantify CPUs
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 96.0, "GPU": 2.0})
+    plan = plan_resources(PipelineConfig(num_gpus=1, address="auto"), lambda m: None)
+    decode, quantify = plan["segment_actors"] * plan["segment_num_cpus"], plan["quantify_actors"] * plan["quantify_num_cpus"]
+    assert plan["segment_actors"] == 2 and 3.5 <= quantify / decode <= 4.5
+    assert decode + quantify <= 96
+    # an explicit reservation is kept as given; on the local Ray a plan never exceeds the CPUs it has
+    assert plan_resources(PipelineConfig(num_gpus=1, address="auto", segment_num_cpus=8), lambda m: None)[
+        "segment_num_cpus"] == 8
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0, "GPU": 1.0})
+    msgs.clear()
+    plan = plan_resources(PipelineConfig(num_gpus=1, quantify_actors=40), msgs.append)
+    assert plan["quantify_num_cpus"] < 1 and any("lowering" in m for m in msgs)
+
+
 def test_config_file_and_overrides(tmp_path):
     from pipeline.config import PipelineConfig
 
