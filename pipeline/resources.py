@@ -87,20 +87,21 @@ def plan_resources(cfg: PipelineConfig, log: Callable[[str], None]) -> dict[str,
     if num_gpus > 0 and gpus < num_gpus:
         log(f"warning: num_gpus={num_gpus:g} requested but the cluster has {gpus:g} GPU(s): running segmentation on CPU")
         num_gpus = 0.0
-    q_cpus, given_seg_cpus = float(cfg.quantify_num_cpus), float(cfg.segment_num_cpus)
+    q_cpus = float(cfg.quantify_num_cpus)
+    # 0 = automatic: 1 on CPU; a GPU actor's share is planned below, once the number of GPU actors is known
+    seg_cpus = float(cfg.segment_num_cpus) or (0.0 if num_gpus > 0 else 1.0)
     physical = cpus if cfg.address else min(cpus, float(os.cpu_count() or 2))
     if cfg.segment_actors > 0:
         n_seg = cfg.segment_actors
     elif num_gpus > 0:
         n_seg = max(1, int(gpus // num_gpus))
     elif cfg.address and physical >= 6:  # CPU cluster: ~2/3 of the CPUs segment, the rest quantify
-        n_seg = max(1, int(physical * 2 / 3 // (given_seg_cpus or 1.0)))
+        n_seg = max(1, int(physical * 2 / 3 // seg_cpus))
     else:  # a workstation: segmentation dominates; one quantify actor per two segmenters
-        n_seg = max(1, int(physical // (given_seg_cpus or 1.0)))
-    seg_cpus = given_seg_cpus
-    if seg_cpus <= 0:  # automatic: 1 on CPU; a GPU actor gets the decode threads that keep pace with quantification
+        n_seg = max(1, int(physical // seg_cpus))
+    if seg_cpus <= 0:  # a GPU actor gets the decode threads that keep pace with the quantify actors
         explicit_q = cfg.quantify_actors * q_cpus if cfg.quantify_actors > 0 else None
-        seg_cpus = segment_cpus_for_gpus(cpus, n_seg, num_gpus, explicit_q, cfg.io_num_cpus) if num_gpus > 0 else 1.0
+        seg_cpus = segment_cpus_for_gpus(cpus, n_seg, num_gpus, explicit_q, cfg.io_num_cpus)
     if cfg.quantify_actors > 0:
         n_q = cfg.quantify_actors
     elif num_gpus > 0 or (cfg.address and physical >= 6):  # the CPUs that segmentation leaves free

@@ -96,7 +96,8 @@ class SegmentStage:
         from retsam_core.segmenter import load_segmenter
 
         self.cfg = config
-        limit_threads(int(float(config.get("segment_num_cpus") or 1)))
+        cpus = max(1, int(float(config.get("segment_num_cpus") or 1)))  # the planned reservation (runner)
+        limit_threads(cpus)
         device = "cpu"
         if num_gpus and num_gpus > 0:
             try:
@@ -117,8 +118,8 @@ class SegmentStage:
         self.pass_image = bool(config.get("pass_image_to_quantify", True))
         # a segmenter with a host-side finishing step leaves it to the CPU actors (QuantifyStage)
         self.pending = hasattr(self.segmenter, "segment_pending")
-        # decode/preprocess in threads when the actor reserves several CPUs (GPU actors: 8-16 vCPUs per GPU)
-        threads = int(config.get("decode_threads") or 0) or max(1, int(float(config.get("segment_num_cpus") or 1)))
+        # decode/preprocess in threads when the actor reserves several CPUs (a GPU actor: pipeline.resources)
+        threads = int(config.get("decode_threads") or 0) or cpus
         if threads > 1:
             from concurrent.futures import ThreadPoolExecutor
 
