@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from retsam_core.finishing import PendingMasks
+from retsam_core.finishing import PendingMasks, quantise
 from retsam_core.model import loading
-from retsam_core.model.loading import LearnedSegmenter, card_beats_classical, load_model, save_weights
+from retsam_core.model.loading import LearnedSegmenter, card_beats_classical, load_model, quantise_tensor, save_weights
 from retsam_core.model.network import SEG_CHANNELS, TASK_GROUPS, ModelConfig, RetSAMNet
 from retsam_core.segmenter import Segmenter, load_segmenter
 from retsam_core.targets import TARGETS
@@ -214,3 +214,16 @@ def test_angular_scale_model_runs_on_its_cameras_canvas(tmp_path):
     seg = load_segmenter(str(fixed))
     assert seg.info.px_per_degree is None and seg.info.canvas_side(45, default=1024) == 1024
     assert seg.probabilities(imgs).shape[-2:] == (64, 64)
+
+
+def test_quantise_on_the_device_gives_the_bytes_the_host_gives():
+    """The segmentation actor quantises the A/V evidence where the network ran; the CPU actors read those bytes as
+    `finishing.quantise` defines them, so both must agree exactly, rounding ties and out-of-range values included."""
+    rng = np.random.default_rng(0)
+    ties = (np.arange(256, dtype=np.float32) + 0.5) / 255.0  # k + 0.5 after scaling: round-half-to-even decides
+    p = np.concatenate([rng.random(4096, dtype=np.float32), ties, np.float32([-0.2, 0.0, 1.0, 1.3])])
+    p = np.tile(p, (2, 1))
+    support = rng.random(p.shape) < 0.7
+    got = quantise_tensor(torch.from_numpy(p.copy()), torch.from_numpy(support)).numpy()
+    assert got.dtype == np.uint8 and np.array_equal(got, quantise(p, support))
+    assert not got[~support].any() and got[support].any()

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-from retsam_core.finishing import Finisher, PendingMasks, evidence_support, finish_all, quantise
+from retsam_core.finishing import Finisher, PendingMasks, evidence_support, finish_all
 from retsam_core.intensity import standardise_intensity
 from retsam_core.model.network import ModelConfig, RetSAMNet
 from retsam_core.preprocess import to_multiple
@@ -38,6 +38,12 @@ def sha256_bytes(b: bytes) -> str:
 
 def card_path_for(weights_uri: str) -> str:
     return weights_uri[: -len(".safetensors")] + ".json" if weights_uri.endswith(".safetensors") else weights_uri + ".json"
+
+
+def quantise_tensor(p: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """`finishing.quantise` where the probabilities are (a GPU): uint8 x 255, zero off `support`; the same float32
+    arithmetic and round-half-to-even, so the bytes are the same (tested)."""
+    return p.clamp(0.0, 1.0).mul_(255.0).round_().mul_(support).to(torch.uint8)  # in place after the clamp's copy
 
 
 def save_weights(model: RetSAMNet, path: str | os.PathLike, card: dict) -> dict:
@@ -193,20 +199,17 @@ class LearnedSegmenter:
         """(N, S, S, 3) uint8 canvases -> (N, C, R, R) float16 probabilities at the model resolution R."""
         return self._forward(images, fovs).half().cpu().numpy()
 
-    def _host_maps(self, probs: torch.Tensor, targets: list[str], size: int, binary: bool) -> np.ndarray:
-        """The `targets` channels at canvas `size` on the host: thresholded on the device when no resize is needed
-        (one byte per pixel crosses the bus, not a float), else as float32 resized here."""
+    def _canvas_maps(self, probs: torch.Tensor, targets: list[str], size: int) -> torch.Tensor:
+        """The `targets` channels at canvas `size`. Left where the network ran when no resize is needed, so that
+        thresholds, the FOV cut and the A/V quantisation run there too and only bytes cross the bus (on a GPU the
+        segmentation actor's serial host work is what bounds it); else resized on the host (cv2)."""
         ch = list(self.model.channels)
         p = probs[:, [ch.index(t) for t in targets]]
-        if binary and p.shape[-1] == size:
-            thr = torch.tensor([self.thresholds[t] for t in targets], device=p.device).view(1, -1, 1, 1)
-            return (p >= thr).cpu().numpy()
+        if p.shape[-1] == size:
+            return p
         p = p.cpu().numpy()
-        if p.shape[-1] != size:
-            p = np.stack([[cv2.resize(c, (size, size), interpolation=cv2.INTER_LINEAR) for c in img] for img in p])
-        if binary:
-            return p >= np.array([self.thresholds[t] for t in targets], np.float32).reshape(1, -1, 1, 1)
-        return p
+        return torch.from_numpy(np.stack([[cv2.resize(c, (size, size), interpolation=cv2.INTER_LINEAR) for c in img]
+                                          for img in p]))
 
     def finisher(self) -> Finisher:
         """The host-side step after the network (A/V separation, the card's post-processing), as plain data."""
@@ -224,16 +227,20 @@ class LearnedSegmenter:
         S = images.shape[1]
         probs = self._forward(images, fovs)
         targets = [t for t in self.info.provides if t in self.emit and t != "fovea"]
-        hard = self._host_maps(probs, targets, S, binary=True) if targets else None
         with_av = "artery" in targets and "vein" in targets
-        av = self._host_maps(probs, ["artery", "vein"], S, binary=False) if with_av else None
+        hard, av = None, None
+        if targets:
+            p = self._canvas_maps(probs, targets, S)
+            thr = torch.tensor([self.thresholds[t] for t in targets], device=p.device).view(1, -1, 1, 1)
+            hard_t = (p >= thr) & torch.from_numpy(fovs).to(p.device)[:, None]
+            if with_av:
+                union = evidence_support({t: hard_t[:, targets.index(t)] for t in ("artery", "vein")})
+                av = {f"p_{t}": quantise_tensor(p[:, targets.index(t)], union).cpu().numpy() for t in ("artery", "vein")}
+            hard = hard_t.cpu().numpy()
         results = []
         for i in range(images.shape[0]):
-            masks = {t: hard[i, k] & fovs[i] for k, t in enumerate(targets)}
-            evidence = {}
-            if with_av:
-                union = evidence_support(masks)
-                evidence = {"p_artery": quantise(av[i, 0], union), "p_vein": quantise(av[i, 1], union)}
+            masks = {t: hard[i, k] for k, t in enumerate(targets)}
+            evidence = {k: v[i] for k, v in av.items()} if with_av else {}
             if "fovea" in self.emit and self._last_fovea is not None:
                 fx, fy = (self._last_fovea[i].cpu().numpy() * S).tolist()
                 yy, xx = np.ogrid[:S, :S]
