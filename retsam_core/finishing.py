@@ -38,10 +38,16 @@ def evidence_support(masks: dict[str, np.ndarray]) -> np.ndarray | None:
     return None
 
 
-def quantise(p: np.ndarray, support: np.ndarray) -> np.ndarray:
-    """Probabilities -> uint8 (x 255), zero off `support`: the A/V vote reads them on centrelines only, so only the
-    support's values need travel to the CPU actors (`mask_codec.encode_on_support`)."""
-    return np.where(support, np.rint(np.clip(p, 0.0, 1.0) * 255.0), 0).astype(np.uint8)
+def quantise(p, support):
+    """Probabilities -> uint8 (x 255, rounded half to even), zero off `support`: the A/V vote reads them on
+    centrelines only, so only the support's values need travel to the CPU actors (`mask_codec.encode_on_support`).
+    `p` and `support` are numpy arrays or torch tensors (the segmentation actor quantises where the network ran, so
+    one byte per pixel crosses the bus); the same float32 steps either way, so the bytes are the same (tested)."""
+    q = p.clip(0.0, 1.0)  # a copy; the steps below work in place on it
+    q *= 255.0
+    q = q.round()
+    q *= support
+    return q.astype(np.uint8) if isinstance(q, np.ndarray) else q.byte()
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import torch
 
 from retsam_core.finishing import PendingMasks, quantise
 from retsam_core.model import loading
-from retsam_core.model.loading import LearnedSegmenter, card_beats_classical, load_model, quantise_tensor, save_weights
+from retsam_core.model.loading import LearnedSegmenter, card_beats_classical, load_model, save_weights
 from retsam_core.model.network import SEG_CHANNELS, TASK_GROUPS, ModelConfig, RetSAMNet
 from retsam_core.segmenter import Segmenter, load_segmenter
 from retsam_core.targets import TARGETS
@@ -217,13 +217,16 @@ def test_angular_scale_model_runs_on_its_cameras_canvas(tmp_path):
 
 
 def test_quantise_on_the_device_gives_the_bytes_the_host_gives():
-    """The segmentation actor quantises the A/V evidence where the network ran; the CPU actors read those bytes as
-    `finishing.quantise` defines them, so both must agree exactly, rounding ties and out-of-range values included."""
+    """The segmentation actor quantises the A/V evidence where the network ran (torch); torch-free callers quantise
+    numpy arrays. Both must give the same bytes, rounding ties and out-of-range values included."""
     rng = np.random.default_rng(0)
     ties = (np.arange(256, dtype=np.float32) + 0.5) / 255.0  # k + 0.5 after scaling: round-half-to-even decides
     p = np.concatenate([rng.random(4096, dtype=np.float32), ties, np.float32([-0.2, 0.0, 1.0, 1.3])])
     p = np.tile(p, (2, 1))
     support = rng.random(p.shape) < 0.7
-    got = quantise_tensor(torch.from_numpy(p.copy()), torch.from_numpy(support)).numpy()
-    assert got.dtype == np.uint8 and np.array_equal(got, quantise(p, support))
+    got = quantise(torch.from_numpy(p.copy()), torch.from_numpy(support)).numpy()
+    want = np.where(support, np.rint(np.clip(p, 0.0, 1.0) * np.float32(255.0)), 0).astype(np.uint8)  # the format
+    assert got.dtype == np.uint8 and np.array_equal(got, want)
+    host = quantise(p, support)
+    assert host.dtype == np.uint8 and np.array_equal(host, want)
     assert not got[~support].any() and got[support].any()

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-from retsam_core.finishing import Finisher, PendingMasks, evidence_support, finish_all
+from retsam_core.finishing import Finisher, PendingMasks, evidence_support, finish_all, quantise
 from retsam_core.intensity import standardise_intensity
 from retsam_core.model.network import ModelConfig, RetSAMNet
 from retsam_core.preprocess import to_multiple
@@ -38,12 +38,6 @@ def sha256_bytes(b: bytes) -> str:
 
 def card_path_for(weights_uri: str) -> str:
     return weights_uri[: -len(".safetensors")] + ".json" if weights_uri.endswith(".safetensors") else weights_uri + ".json"
-
-
-def quantise_tensor(p: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
-    """`finishing.quantise` where the probabilities are (a GPU): uint8 x 255, zero off `support`; the same float32
-    arithmetic and round-half-to-even, so the bytes are the same (tested)."""
-    return p.clamp(0.0, 1.0).mul_(255.0).round_().mul_(support).to(torch.uint8)  # in place after the clamp's copy
 
 
 def save_weights(model: RetSAMNet, path: str | os.PathLike, card: dict) -> dict:
@@ -228,19 +222,19 @@ class LearnedSegmenter:
         probs = self._forward(images, fovs)
         targets = [t for t in self.info.provides if t in self.emit and t != "fovea"]
         with_av = "artery" in targets and "vein" in targets
-        hard, av = None, None
+        hard, av = None, {}
         if targets:
             p = self._canvas_maps(probs, targets, S)
             thr = torch.tensor([self.thresholds[t] for t in targets], device=p.device).view(1, -1, 1, 1)
             hard_t = (p >= thr) & torch.from_numpy(fovs).to(p.device)[:, None]
             if with_av:
                 union = evidence_support({t: hard_t[:, targets.index(t)] for t in ("artery", "vein")})
-                av = {f"p_{t}": quantise_tensor(p[:, targets.index(t)], union).cpu().numpy() for t in ("artery", "vein")}
+                av = {f"p_{t}": quantise(p[:, targets.index(t)], union).cpu().numpy() for t in ("artery", "vein")}
             hard = hard_t.cpu().numpy()
         results = []
         for i in range(images.shape[0]):
             masks = {t: hard[i, k] for k, t in enumerate(targets)}
-            evidence = {k: v[i] for k, v in av.items()} if with_av else {}
+            evidence = {k: v[i] for k, v in av.items()}
             if "fovea" in self.emit and self._last_fovea is not None:
                 fx, fy = (self._last_fovea[i].cpu().numpy() * S).tolist()
                 yy, xx = np.ogrid[:S, :S]
