@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import cv2
 import numpy as np
-from scipy import ndimage, sparse
+from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
 from retsam_core.biomarkers.skeleton import VesselGraph, build_graph, node_positions
@@ -87,10 +88,23 @@ def label_segments(g: VesselGraph, pix: list[np.ndarray], votes: np.ndarray,
     label = np.zeros(vessel.shape, np.int32)  # 1 + segment index on the centreline
     for i in np.argsort(lengths):  # at shared junction pixels the longer segment wins
         label[pix[i][:, 0], pix[i][:, 1]] = i + 1
-    _, (iy, ix) = ndimage.distance_transform_edt(label == 0, return_indices=True)
-    nearest = label[iy, ix] - 1
+    nearest = nearest_label(label) - 1
     artery = vessel & is_artery[nearest]
     return artery, vessel & ~artery
+
+
+def nearest_label(label: np.ndarray) -> np.ndarray:
+    """Every pixel -> the label of its nearest labelled (> 0) pixel; needs at least one. OpenCV's labelled distance
+    transform (5x5 mask), not scipy's exact feature transform: 15 against 83 ms on a 1024 px canvas, which saves
+    about a tenth of a quantify actor's time per image. On the 73 CHASE_DB1 and HRF-AV expert vessel maps they give 0.28 % of vessel
+    pixels another segment, 98 % of those equidistant from both (a tie broken the other way), the rest at most
+    0.5 px farther."""
+    free = (label == 0).astype(np.uint8)
+    _, owner = cv2.distanceTransformWithLabels(free, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
+    rows, cols = np.nonzero(label)
+    lut = np.zeros(int(owner.max()) + 1, label.dtype)
+    lut[owner[rows, cols]] = label[rows, cols]  # OpenCV numbers each labelled pixel; map back to its label
+    return lut[owner]
 
 
 def junction_couplings(paths: list[np.ndarray], ends: np.ndarray, node_rc: np.ndarray, node_degree: np.ndarray,
