@@ -31,21 +31,28 @@ cfg["loader_workers"] = 2
 json.dump(cfg, open(sys.argv[2], "w"), indent=1)
 EOF
 echo "dry run on the CPU (0.3 min per stage): $DRY"
+fail() {  # LOG MESSAGE
+  tail -n 30 "$1"
+  echo "$2"
+  exit 1
+}
 RUN="$DRY/run" SPLIT_MB=15 TRAIN_TIMEOUT=300 BENCH_TIMEOUT=5 bash jobs/train_on_one_gpu.sh .gpubundle "$DRY/out" \
-  "$DRY/config.json" > "$DRY/dry.log" 2>&1 || { tail -n 30 "$DRY/dry.log"; echo "dry run FAILED"; exit 1; }
-ls "$DRY"/out/retsam-small.safetensors.part* >/dev/null || { tail -n 30 "$DRY/dry.log"; echo "no weights exported"; exit 1; }
-grep -q "done:" "$DRY/out/train_stdout.log" || { tail -n 30 "$DRY/out/train_stdout.log"; echo "training did not finish"; exit 1; }
+  "$DRY/config.json" > "$DRY/dry.log" 2>&1 || fail "$DRY/dry.log" "dry run FAILED"
+ls "$DRY"/out/retsam-small.safetensors.part* >/dev/null || fail "$DRY/dry.log" "no weights exported"
+grep -q "done:" "$DRY/out/train_stdout.log" || fail "$DRY/out/train_stdout.log" "training did not finish"
 echo "dry run OK: $(grep 'done:' "$DRY/out/train_stdout.log" | head -c 160)"
 
 CARRY=$(du -scb --apparent-size .gpubundle .whl | tail -n 1 | cut -f1)
 TREE=$(git ls-files -z | du -cb --apparent-size --files0-from=- | tail -n 1 | cut -f1)
-echo "carry: .gpubundle + .whl $((CARRY >> 20)) MiB, tracked tree $((TREE >> 20)) MiB: $(((CARRY + TREE) >> 20)) of the 64 MiB a device call takes"
-[ $((CARRY + TREE)) -lt $((62 << 20)) ] || echo "WARNING: close to the 64 MiB limit; untracked files beside them travel too"
+echo "carry: .gpubundle + .whl $((CARRY >> 20)) MiB, tracked tree $((TREE >> 20)) MiB:" \
+  "$(((CARRY + TREE) >> 20)) of the 64 MiB a device call takes"
+[ $((CARRY + TREE)) -lt $((62 << 20)) ] \
+  || echo "WARNING: close to the 64 MiB limit; untracked files beside them travel too"
 cat <<EOF
 device run (kind left out; timeout_s 600; carry [".gpubundle", ".whl"]):
   SPLIT_MB=15 TRAIN_TIMEOUT=540 BENCH_TIMEOUT=30 bash jobs/train_on_one_gpu.sh .gpubundle \$OUT $CONFIG
 then here (the card must sit beside the weights, same stem):
   mkdir -p runs/next-gpu && cat FILES_AT/retsam-small.safetensors.part* > runs/next-gpu/retsam-small.safetensors
-  cp FILES_AT/retsam-small.json runs/next-gpu/ && bash benchmarks/finalize_candidate.sh \
+  cp FILES_AT/retsam-small.json runs/next-gpu/ && bash benchmarks/finalize_candidate.sh \\
     runs/next-gpu/retsam-small.safetensors runs/eval-next-gpu --fit-av
 EOF

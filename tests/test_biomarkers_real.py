@@ -151,17 +151,10 @@ def test_vessel_widths_are_the_exact_distance_transform(shared_data):
     from scipy import ndimage
 
     from retsam_core.biomarkers.skeleton import width_map
+    from tests.real_maps import at_each_cv2_thread_count, hrf_expert_vessel
 
-    if not (shared_data / "HRF-AV").is_dir():
-        pytest.skip("HRF-AV not in the shared data")
-    av = cv2.imread(str(shared_data / "HRF-AV" / "masks" / "av" / "01_dr_AVmanual.png"), cv2.IMREAD_COLOR)
-    vessel = cv2.resize((av.max(axis=2) > 127).astype(np.uint8), (1536, 1024), interpolation=cv2.INTER_NEAREST) > 0
+    vessel = hrf_expert_vessel(shared_data)
     exact = ndimage.distance_transform_edt(vessel).astype(np.float32)
     expected = np.maximum(2.0 * exact - 1.0, 0.0).astype(np.float32)
-    threads = cv2.getNumThreads()
-    try:
-        for n in (1, 2, threads):
-            cv2.setNumThreads(n)
-            assert np.array_equal(width_map(vessel), expected), n
-    finally:
-        cv2.setNumThreads(threads)
+    for n, widths in at_each_cv2_thread_count(lambda: width_map(vessel)):
+        assert np.array_equal(widths, expected), n
