@@ -2,7 +2,6 @@
 
   python benchmarks/bench_av_calibre.py [--segmenter learned] [--json OUT] [--card retsam_core/weights/retsam-small.json]
   python benchmarks/bench_av_calibre.py --decompose [--split train] [--json OUT]
-  python benchmarks/bench_av_calibre.py --width-source image [--split train] [--json OUT]
 
 With --card, the weights beside that card are measured (unless --segmenter names others) and the summary is written
 to the card's `metrics.av_calibre`: the default segmenter (`retsam_core/hybrid.py`) releases artery/vein only where
@@ -17,10 +16,6 @@ Knudtson AVR from each, their median absolute difference and the correlation ove
 vessel map labelled by the expert (each model vessel pixel takes the class of the nearest expert-labelled pixel:
 the model's widths, perfect labels) and the expert's vessel map labelled by the model (the expert's widths, the
 model's labels).
-
-`--width-source image` also scores the model's maps with each width read on the photograph (the green channel's
-half-depth width at the mask's centreline points, `Config.calibre_width_source`), and the expert's map measured the
-same way, beside the mask widths of the same run (the expert reference keeps its mask widths).
 """
 
 from __future__ import annotations
@@ -76,9 +71,8 @@ def labelled_by(support: np.ndarray, artery: np.ndarray, vein: np.ndarray) -> tu
 
 
 def run(segmenter: str = "learned", data_root: str | None = None, canvas: int = 1024, split: str = "test",
-        decompose: bool = False, width_source: str = "mask") -> dict:
+        decompose: bool = False) -> dict:
     from retsam_core.biomarkers import compute_biomarkers
-    from retsam_core.biomarkers.context import Config
     from retsam_core.biomarkers.scale import estimate_scale
     from retsam_core.segmenter import load_segmenter
 
@@ -93,21 +87,14 @@ def run(segmenter: str = "learned", data_root: str | None = None, canvas: int = 
             variants["model_widths_expert_labels"] = {**context, "vessel": pred["vessel"], "artery": a, "vein": v}
             a, v = labelled_by(expert["vessel"], pred["artery"], pred["vein"])
             variants["expert_widths_model_labels"] = {**context, "vessel": expert["vessel"], "artery": a, "vein": v}
-        configs = {name: Config() for name in variants}
-        if width_source != "mask":
-            configs |= {f"model_{width_source}_widths": Config(calibre_width_source=width_source),
-                        f"expert_{width_source}_widths": Config(calibre_width_source=width_source)}
-            variants |= {f"model_{width_source}_widths": pred, f"expert_{width_source}_widths": expert}
         row = {"id": id_}
         for name, masks in variants.items():
             scale = estimate_scale(pre.fov, masks, field_angle_deg=field_angle)
-            res = compute_biomarkers(masks, pre.fov, scale, image=pre.image, provided=list(masks), config=configs[name])
+            res = compute_biomarkers(masks, pre.fov, scale, image=pre.image, provided=list(masks))
             row |= {f"{name}_{k}": res.values.get(k) for k in KEYS}
         rows.append(row)
     summary = {"segmenter": seg.info.name, "weights": seg.info.weights_hash[:12], "split": split, "images": len(rows)}
-    names = ["model"] + (["model_widths_expert_labels", "expert_widths_model_labels"] if decompose else [])
-    names += [f"{side}_{width_source}_widths" for side in ("model", "expert")] if width_source != "mask" else []
-    for name in names:
+    for name in ["model"] + (["model_widths_expert_labels", "expert_widths_model_labels"] if decompose else []):
         for k in KEYS:
             pairs = [(r[f"{name}_{k}"], r[f"expert_{k}"]) for r in rows
                      if r[f"{name}_{k}"] is not None and r[f"expert_{k}"] is not None]
@@ -125,14 +112,12 @@ def main(argv=None):
     ap.add_argument("--data-root")
     ap.add_argument("--split", default="test")
     ap.add_argument("--decompose", action="store_true", help="also score the model's widths and labels separately")
-    ap.add_argument("--width-source", default="mask", choices=("mask", "image"),
-                    help="image: also score widths read on the photograph")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
-    if a.card and (a.split != "test" or a.decompose or a.width_source != "mask"):
+    if a.card and (a.split != "test" or a.decompose):
         raise SystemExit("--card records the plain test-split check only")
     segmenter = a.segmenter or (str(Path(a.card).with_suffix(".safetensors")) if a.card else "learned")
-    out = run(segmenter, a.data_root, split=a.split, decompose=a.decompose, width_source=a.width_source)
+    out = run(segmenter, a.data_root, split=a.split, decompose=a.decompose)
     for r in out["rows"]:
         print(r["id"], " ".join(f"{k.split('_')[0]}={r['model_' + k]!s:.6}/{r['expert_' + k]!s:.6}" for k in KEYS))
     print(json.dumps(out["summary"], indent=1))

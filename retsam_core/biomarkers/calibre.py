@@ -87,75 +87,15 @@ def widths_along_normals(mask: np.ndarray, p: np.ndarray, tangent: np.ndarray, h
     return w
 
 
-def image_profile_widths(gray: np.ndarray, p: np.ndarray, guess: np.ndarray, step: float = 0.25) -> np.ndarray:
-    """Half-depth width (px) of the vessel's dip in `gray` across each centreline point p (row, col).
-
-    Why: the mask's edge is where the network's probability crosses 0.5, which sits wider than an annotator's edge
-    by an amount that varies per image; the photograph's own profile does not depend on the network. Each profile
-    (lightly smoothed) takes its darkest point near the centre, a background level per side (median beyond one
-    mask width), and its width between the two half-depth crossings (Brinchmann-Hansen's half-height). NaN where
-    the dip is shallower than 2 grey levels or a side never climbs back to half depth.
-    """
-    from scipy.ndimage import gaussian_filter1d
-
-    n = len(p)
-    if n < 3:
-        return np.full(n, np.nan)
-    t = np.gradient(p, axis=0)
-    t = t / np.maximum(np.hypot(t[:, 0], t[:, 1]), 1e-9)[:, None]
-    nrm = np.stack([-t[:, 1], t[:, 0]], 1)
-    g = np.maximum(np.asarray(guess, np.float64), 1.0)
-    half = 1.5 * float(np.nanmax(g)) + 4.0
-    offs = np.arange(-half, half + step / 2, step)
-    rr = p[:, None, 0] + offs[None, :] * nrm[:, None, 0]
-    cc = p[:, None, 1] + offs[None, :] * nrm[:, None, 1]
-    vals = map_coordinates(gray, [rr.ravel(), cc.ravel()], order=1, mode="nearest").reshape(rr.shape)
-    vals = gaussian_filter1d(vals, 0.5 / step, axis=1, mode="nearest")
-    a = np.abs(offs)[None, :]
-    centre = a <= np.maximum(g / 2.0, 1.0)[:, None]
-    i_min = np.argmin(np.where(centre, vals, np.inf), axis=1)
-    v_min = vals[np.arange(n), i_min]
-    far = a >= g[:, None] + 2.0
-    bg_left = _masked_median(vals, far & (offs[None, :] < 0))
-    bg_right = _masked_median(vals, far & (offs[None, :] > 0))
-    out = np.full(n, np.nan)
-    idx = np.arange(vals.shape[1])[None, :]
-    edges = []
-    for bg, outward in ((bg_left, idx < i_min[:, None]), (bg_right, idx > i_min[:, None])):
-        level = (bg + v_min) / 2.0
-        above = (vals >= level[:, None]) & outward
-        # nearest sample above half depth on this side of the minimum
-        score = np.where(above, -np.abs(idx - i_min[:, None]), -np.inf)
-        j = np.argmax(score, axis=1)
-        found = np.isfinite(score[np.arange(n), j])
-        k = j - np.sign(j - i_min)  # the sample before it, still below
-        v1, v0 = vals[np.arange(n), j], vals[np.arange(n), np.clip(k, 0, vals.shape[1] - 1)]
-        frac = np.clip((level - v0) / np.maximum(v1 - v0, 1e-9), 0.0, 1.0)
-        edges.append((offs[np.clip(k, 0, len(offs) - 1)] + frac * (offs[j] - offs[np.clip(k, 0, len(offs) - 1)]),
-                      found & (bg - v_min >= 2.0)))
-    (left, ok_l), (right, ok_r) = edges
-    ok = ok_l & ok_r
-    out[ok] = right[ok] - left[ok]
-    return out
-
-
-def _masked_median(vals: np.ndarray, sel: np.ndarray) -> np.ndarray:
-    """Row-wise median of `vals` over the True entries of `sel` (NaN for a row with none)."""
-    return np.nanmedian(np.where(sel, vals, np.nan), axis=1) if sel.any(axis=1).all() else np.array(
-        [np.median(v[s]) if s.any() else np.nan for v, s in zip(vals, sel)])
-
-
 def zone_circle_radii(zone: str, r_disc: float, n: int) -> np.ndarray:
     """Radii (px) of `n` circles at the centres of equal rings across the zone (n = 1: the mid circle)."""
     lo, hi = ZONE_BOUNDS[zone]
     return (lo + (hi - lo) * (np.arange(n) + 0.5) / n) * r_disc
 
 
-def zone_vessel_widths(ctx: Context, seg: Segments, zone: str, mask: np.ndarray | None = None,
-                       gray: np.ndarray | None = None) -> list[np.ndarray]:
+def zone_vessel_widths(ctx: Context, seg: Segments, zone: str, mask: np.ndarray | None = None) -> list[np.ndarray]:
     """Per circle of the zone, the widths (px) of the segments crossing it, each measured inside the zone (median over
-    its points of the normal-profile width; of 2*DT - 1 when no mask is given; of the photograph's half-depth width
-    when `gray` is given)."""
+    its points of the normal-profile width; of 2*DT - 1 when no mask is given)."""
     n = ctx.config.calibre_circles
     if ctx.disc is None or not len(seg.points):
         return [np.zeros(0) for _ in range(n)]
@@ -178,8 +118,6 @@ def zone_vessel_widths(ctx: Context, seg: Segments, zone: str, mask: np.ndarray 
         if sel.sum() < 3:
             continue
         w = profile_widths(mask, p[sel], pw[sel]) if mask is not None else pw[sel]
-        if gray is not None:
-            w = image_profile_widths(gray, p[sel], np.where(np.isfinite(w), w, pw[sel]))
         w = w[np.isfinite(w)]
         if len(w) >= 3:
             widths.append(float(np.median(w)))
@@ -215,7 +153,7 @@ def compute_calibre(
                 widths[layer] = None
                 out.null(n_col, ctx.region_reason(zone))
             else:
-                widths[layer] = zone_vessel_widths(ctx, segs[layer], zone, masks.get(layer), _calibre_gray(ctx))
+                widths[layer] = zone_vessel_widths(ctx, segs[layer], zone, masks.get(layer))
                 out.set(n_col, int(np.median([len(w) for w in widths[layer]])))
         for kind, layer in (("crae", "artery"), ("crve", "vein")):
             per_circle = widths[layer]
@@ -246,12 +184,3 @@ def compute_calibre(
                 out.null(col, f"needs both CRAE and CRVE ({m}, {zone})")
             else:
                 out.set(col, a / v)
-
-
-def _calibre_gray(ctx: Context) -> np.ndarray | None:
-    """The green channel (float32, cached) when widths are read on the photograph, else None (mask widths)."""
-    if ctx.config.calibre_width_source != "image" or ctx.image is None:
-        return None
-    if "calibre_gray" not in ctx._cache:
-        ctx._cache["calibre_gray"] = np.ascontiguousarray(ctx.image[..., 1], dtype=np.float32)
-    return ctx._cache["calibre_gray"]

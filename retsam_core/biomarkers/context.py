@@ -26,7 +26,6 @@ class Config:
     branch_arc_px: float = 8.0
     n_widest: int = 6  # Knudtson "big six"
     calibre_circles: int = 5  # CRAE/CRVE: median over this many circles across the zone (1 = the mid circle only)
-    calibre_width_source: str = "mask"  # CRAE/CRVE widths: "mask" edge, or "image" half-depth of the green profile
     min_component_px: int = 8  # vessel specks smaller than this are segmentation noise, not vessels
 
 
