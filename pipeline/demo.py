@@ -2,7 +2,8 @@
 
 Good images: the photograph and derived variants (flips, rescales, crops, rotations, JPEG at several qualities,
 lossless PNG). Bad files, one per failure mode seen in real cohorts: empty, truncated JPEG, non-image text,
-grayscale, 16-bit PNG, RGBA PNG, tiny, huge (8000x6000) and an all-black frame with no field of view.
+grayscale, 16-bit PNG, RGBA PNG, a JPEG stored sideways with an EXIF orientation tag, tiny, huge (8000x6000) and
+an all-black frame with no field of view.
 A manifest (CSV) lists every file with participant/eye/visit/site/device metadata.
 """
 
@@ -28,6 +29,7 @@ EXPECTED_WARN = {
     "odd_16bit.png": ("ok", "16-bit"),
     "odd_rgba.png": ("ok", "alpha"),
     "odd_huge_8000x6000.jpg": ("ok", ""),
+    "odd_exif_rot90.jpg": ("ok", "EXIF orientation 6"),  # read upright: the same photograph as retina_wide_frame.jpg
 }
 
 
@@ -55,6 +57,25 @@ def _jpeg(rgb: np.ndarray, q: int = 92) -> bytes:
     return buf.tobytes()
 
 
+def _jpeg_stored_sideways(rgb: np.ndarray, q: int = 92) -> bytes:
+    """`rgb` turned a quarter counter-clockwise, with the EXIF tag (6) that tells a viewer to turn it back."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = BytesIO()
+    Image.fromarray(np.ascontiguousarray(np.rot90(rgb))).save(buf, format="JPEG", quality=q, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+def _wide_frame(base: np.ndarray) -> np.ndarray:
+    """The photograph in a 4:3-ish camera frame (black margins left and right)."""
+    s = base.shape[0]
+    return cv2.copyMakeBorder(base, 0, 0, s // 5, s // 5, cv2.BORDER_CONSTANT, value=0)
+
+
 def _png(arr: np.ndarray) -> bytes:
     if arr.ndim == 3 and arr.shape[2] == 3:
         arr = arr[..., ::-1]
@@ -71,7 +92,7 @@ def good_variants(side: int | None = None) -> dict[str, bytes]:
     s = base.shape[0]
     rot = cv2.warpAffine(base, cv2.getRotationMatrix2D((s / 2, s / 2), 12, 1.0), (s, s))
     crop = base[int(0.1 * s): int(0.9 * s), :]  # field of view cut at top and bottom (macula-style framing)
-    wide = cv2.copyMakeBorder(base, 0, 0, s // 5, s // 5, cv2.BORDER_CONSTANT, value=0)  # 4:3-ish camera frame
+    wide = _wide_frame(base)
     dark = np.clip(base.astype(np.float32) * 0.7, 0, 255).astype(np.uint8)
     out = {
         "retina_q95.jpg": _jpeg(base, 95),
@@ -108,6 +129,7 @@ def bad_files(side: int | None = None, huge: bool = True) -> dict[str, bytes]:
         "bad_black_no_fov.png": _png(np.random.default_rng(0).integers(0, 10, base.shape, dtype=np.uint8)),
         "odd_16bit.png": _png(rgb16),
         "odd_rgba.png": _png(rgba),
+        "odd_exif_rot90.jpg": _jpeg_stored_sideways(_wide_frame(base)),
     }
     if huge:
         big = cv2.resize(_retina(None), (6000, 6000), interpolation=cv2.INTER_LINEAR)

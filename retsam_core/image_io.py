@@ -11,7 +11,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from retsam_core.errors import ImageError, UngradableImage
 
@@ -68,9 +68,33 @@ def decode_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> DecodedI
         raise ImageError(f"corrupt or truncated {fmt} file: {exc}") from None
     except Exception as exc:
         raise ImageError(f"cannot decode {fmt} file: {type(exc).__name__}: {exc}") from None
+    img, width, height = _upright(img, width, height, notes)
     rgb = _to_rgb8(img, notes)
     scale = width / rgb.shape[1]
     return DecodedImage(rgb, height, width, float(scale), fmt, notes)
+
+
+# EXIF orientation tag -> what a viewer does to show the stored pixels upright
+_ORIENTATIONS = {2: "mirrored", 3: "rotated 180°", 4: "flipped vertically", 5: "transposed",
+                 6: "rotated 90° clockwise", 7: "transversed", 8: "rotated 90° counter-clockwise"}
+
+
+def _upright(img: Image.Image, width: int, height: int, notes: list[str]) -> tuple[Image.Image, int, int]:
+    """Apply the EXIF orientation, so masks, laterality and quadrants refer to the photograph as viewers show it.
+
+    Why: a camera or export tool that stores the sensor's pixels with an orientation tag would otherwise be read
+    sideways or mirrored, which moves the disc to the wrong side (laterality) and swaps superior/inferior.
+    Returns the image and the original width/height in that upright frame.
+    """
+    try:
+        orientation = img.getexif().get(0x0112)
+    except Exception:  # a malformed EXIF block must not cost the image
+        return img, width, height
+    if orientation not in _ORIENTATIONS:
+        return img, width, height
+    notes.append(f"EXIF orientation {orientation} applied ({_ORIENTATIONS[orientation]})")
+    img = ImageOps.exif_transpose(img)
+    return (img, height, width) if orientation >= 5 else (img, width, height)
 
 
 def _to_rgb8(img: Image.Image, notes: list[str]) -> np.ndarray:

@@ -42,6 +42,12 @@ def test_every_input_becomes_one_row_with_the_right_status(demo_run, demo_cohort
     assert all(r["vessel_density_all_retina"] and 0.02 < r["vessel_density_all_retina"] < 0.4 for r in good)
     huge = rows["odd_huge_8000x6000.jpg"]
     assert (huge["original_width"], huge["original_height"]) == (8000, 6000) and huge["decode_scale"] > 1
+    # stored sideways with an EXIF tag: read upright, so it is the wide-frame photograph, disc where that one has it
+    turned, wide = rows["odd_exif_rot90.jpg"], rows["retina_wide_frame.jpg"]
+    assert (turned["original_width"], turned["original_height"]) == (wide["original_width"], wide["original_height"])
+    assert turned["original_width"] > turned["original_height"]
+    for axis in ("x", "y"):
+        assert turned[f"disc_centre_{axis}_px"] == pytest.approx(wide[f"disc_centre_{axis}_px"], abs=8.0)  # canvas 256 px
     n_err = sum(1 for s, _ in EXPECTED_BAD.values() if s == "error") + 1
     assert summary["failed"] == n_err
     assert summary["ungradable"] == sum(1 for s, _ in EXPECTED_BAD.values() if s == "ungradable")
