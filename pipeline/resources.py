@@ -37,12 +37,13 @@ def configure_data_context(progress: bool = False) -> None:
         pass
 
 
-# CPU-seconds per image, one thread, median of 6 HRF-AV test images (session 15): decode + preprocess + the
-# segmentation actor's host work after the network (0.18 + 0.08; benchmarks/bench_segment_host.py), and the quantify
-# actor's finishing + biomarkers + stored PNGs (benchmarks/bench_quantify_actor.py). Their ratio splits a GPU
-# cluster's CPUs between the two pools.
-SEGMENT_CPU_S_PER_IMAGE = 0.26
-QUANTIFY_CPU_S_PER_IMAGE = 1.04
+# CPU-seconds per image, one thread, median of 6 HRF-AV test images, both measured in one sitting (session 19;
+# session 15's were 0.26 and 1.04): decode + preprocess + the segmentation actor's host work after the network
+# (0.08 + 0.04; benchmarks/bench_segment_host.py, `segment_actor_cpu_s_per_image`, 2 runs), and the quantify actor's
+# finishing + biomarkers + stored PNGs (benchmarks/bench_quantify_actor.py, median of 4 runs: 0.56-0.62). Their
+# ratio splits a GPU cluster's CPUs between the two pools.
+SEGMENT_CPU_S_PER_IMAGE = 0.125
+QUANTIFY_CPU_S_PER_IMAGE = 0.58
 MAX_SEGMENT_CPUS = 16.0  # decode threads in one actor's pool: more were never measured (GPU nodes have 8-16 per GPU)
 
 
