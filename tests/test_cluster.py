@@ -38,6 +38,10 @@ def test_cluster_layout():
     assert gpu[0]["resources"]["CPU"] >= 8  # decoding needs 8-16 vCPUs per GPU
     assert any("pip install" in cmd and "retsam" in cmd for cmd in c["setup_commands"])
     assert any("--num-cpus=0" in cmd for cmd in c["head_start_ray_commands"])
+    # token authentication on every node, with the one token the launcher copies to them (and clients read)
+    starts = [cmd for cmd in c["head_start_ray_commands"] + c["worker_start_ray_commands"] if "ray start" in cmd]
+    assert len(starts) == 2 and all(cmd.startswith("RAY_AUTH_MODE=token ray start") for cmd in starts)
+    assert c["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
 
 
 def test_job_entry_points_forward_to_the_cli():
