@@ -92,8 +92,12 @@ def _upright(img: Image.Image, width: int, height: int, notes: list[str]) -> tup
         return img, width, height
     if orientation not in _ORIENTATIONS:
         return img, width, height
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception as exc:  # noqa: BLE001 - the stored pixels are still a photograph
+        notes.append(f"EXIF orientation {orientation} could not be applied ({type(exc).__name__}): stored pixels used")
+        return img, width, height
     notes.append(f"EXIF orientation {orientation} applied ({_ORIENTATIONS[orientation]})")
-    img = ImageOps.exif_transpose(img)
     return (img, height, width) if orientation >= 5 else (img, width, height)
 
 
