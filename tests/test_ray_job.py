@@ -1,7 +1,8 @@
 """The cluster path as the README gives it: `ray job submit --working-dir . -- python jobs/...` against a running
-Ray head (started here with `ray start --head`, token authentication on, as Ray enables by default from 2.59 for
-local clusters), not the in-process Ray the other tests use. A cohort run, a resubmission that skips what is
-done, a refused repeated submission id, and a reprocess job from the stored masks."""
+cluster laid out as cluster.yaml lays it out (a head with no CPUs and the job server, a worker node joined with the
+same token file, token authentication on), started here with `ray start`, not the in-process Ray the other tests
+use. A cohort run, a resubmission that skips what is done, a refused repeated submission id, a reprocess job from
+the stored masks, and a client and a node without the token kept out."""
 
 from __future__ import annotations
 
@@ -25,25 +26,55 @@ pytest.importorskip("aiohttp_cors", reason="ray job submission needs ray[default
 RAY = str(Path(sys.executable).parent / "ray")
 
 
+WORKER_CPUS = 3  # the head has none (as in cluster.yaml): every task runs on the worker node
+
+
+def _agent_ports() -> list[str]:
+    """Free ports for one node's agents (the session's own Ray holds the default ones)."""
+    flags = ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
+             "--metrics-export-port")
+    return [a for flag in flags for a in (flag, str(_free_port()))]
+
+
+def _node(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([RAY, "start", "--block", "--object-store-memory", str(300 * 2**20), *_agent_ports(),
+                             *args], env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(node: subprocess.Popen) -> None:
+    """Stop one node's process group only: `ray stop` would kill the session's Ray too."""
+    if node.poll() is None:
+        os.killpg(node.pid, signal.SIGTERM)
+        try:
+            node.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(node.pid, signal.SIGKILL)
+
+
+def _alive_nodes(url: str, env: dict) -> int:
+    listed = subprocess.run([RAY, "list", "nodes", "--address", url, "--format", "json"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    try:
+        return sum(n.get("state") == "ALIVE" for n in json.loads(listed.stdout))
+    except ValueError:
+        return 0
+
+
 @pytest.fixture(scope="module")
-def ray_head(tmp_path_factory):
-    """A Ray head with its dashboard (the job server) on free ports; yields (dashboard URL, client env)."""
-    tmp = tmp_path_factory.mktemp("rayhead")
+def ray_cluster(tmp_path_factory):
+    """cluster.yaml's layout on this machine: a head with no CPUs running the job server, one worker node joined
+    with the same token file; yields (dashboard URL, client env, GCS address, token-free env)."""
+    tmp = tmp_path_factory.mktemp("raycluster")
     token = tmp / "auth_token"  # a token file, as cluster.yaml mounts ~/.ray/auth_token on every node
     token.write_text(secrets.token_hex(32))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
-    env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0"}
-    dash = _free_port()
+    bare = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
+    bare["RAY_USAGE_STATS_ENABLED"] = "0"
+    env = bare | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    dash, gcs = _free_port(), f"127.0.0.1:{_free_port()}"
     # short temp dir: Ray's socket paths must stay under the 107-byte limit
-    temp_dir = Path("/tmp") / f"rj{os.getpid()}"
-    head = subprocess.Popen(
-        [RAY, "start", "--head", "--block", "--port", str(_free_port()), "--dashboard-host", "127.0.0.1",
-         "--dashboard-port", str(dash), "--include-dashboard", "true", "--num-cpus", "4",
-         "--object-store-memory", str(300 * 2**20), "--temp-dir", str(temp_dir),
-         # the session's own Ray holds the default agent ports
-         *[a for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
-                          "--metrics-export-port", "--ray-client-server-port") for a in (flag, str(_free_port()))]],
-        env=env, stdout=open(tmp / "head.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    head = _node(["--head", "--port", gcs.split(":")[1], "--num-cpus", "0", "--dashboard-host", "127.0.0.1",
+                  "--dashboard-port", str(dash), "--include-dashboard", "true", "--ray-client-server-port",
+                  str(_free_port()), "--temp-dir", f"/tmp/rj{os.getpid()}"], env, tmp / "head.log")
     url = f"http://127.0.0.1:{dash}"
     deadline = time.time() + 90
     while True:
@@ -53,15 +84,20 @@ def ray_head(tmp_path_factory):
             break
         except OSError:
             if head.poll() is not None or time.time() > deadline:
-                os.killpg(head.pid, signal.SIGKILL)
+                _stop(head)
                 pytest.fail(f"ray head did not come up: {(tmp / 'head.log').read_text()[-2000:]}")
             time.sleep(1)
-    yield url, env
-    os.killpg(head.pid, signal.SIGTERM)  # only this head's process group: `ray stop` would kill the session's Ray too
-    try:
-        head.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(head.pid, signal.SIGKILL)
+    worker = _node(["--address", gcs, "--num-cpus", str(WORKER_CPUS)], env, tmp / "worker.log")
+    deadline = time.time() + 90
+    while _alive_nodes(url, env) < 2:  # the jobs' resource plan must see the worker node
+        if worker.poll() is not None or time.time() > deadline:
+            _stop(worker)
+            _stop(head)
+            pytest.fail(f"worker node did not join: {(tmp / 'worker.log').read_text()[-2000:]}")
+        time.sleep(1)
+    yield url, env, gcs, bare
+    _stop(worker)
+    _stop(head)
 
 
 def submit(url: str, env: dict, submission_id: str, *entrypoint: str) -> subprocess.CompletedProcess:
@@ -76,20 +112,24 @@ def submit(url: str, env: dict, submission_id: str, *entrypoint: str) -> subproc
         time.sleep(2)
 
 
-def test_job_api_refuses_a_client_without_the_token(ray_head):
-    url, env = ray_head
-    anonymous = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}
-    done = subprocess.run([RAY, "job", "list", "--address", url], env=anonymous, capture_output=True, text=True,
-                          timeout=60)
+def test_neither_a_client_nor_a_node_without_the_token_gets_in(ray_cluster, tmp_path):
+    url, _, gcs, bare = ray_cluster
+    done = subprocess.run([RAY, "job", "list", "--address", url], env=bare, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "auth" in (done.stdout + done.stderr).lower()
+    wrong = tmp_path / "wrong_token"
+    wrong.write_text(secrets.token_hex(32))
+    intruder = subprocess.run([RAY, "start", "--address", gcs, "--num-cpus", "1", *_agent_ports()],
+                              env=bare | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(wrong)},
+                              capture_output=True, text=True, timeout=120, start_new_session=True)
+    assert intruder.returncode != 0 and "InvalidAuthToken" in intruder.stdout + intruder.stderr
 
 
-def test_cohort_job_on_a_running_cluster(ray_head, demo_cohort, tmp_path):
+def test_cohort_job_on_a_running_cluster(ray_cluster, demo_cohort, tmp_path):
     import polars as pl
 
     from pipeline.scan import scan
 
-    url, env = ray_head
+    url, env, _, _ = ray_cluster
     names = ["retina_q95.jpg", "retina_hflip.jpg", "odd_exif_rot90.jpg", "bad_truncated.jpg"]
     inp = copy_images(demo_cohort.input_dir, tmp_path / "in", names)
     out = tmp_path / "out"
@@ -104,6 +144,7 @@ def test_cohort_job_on_a_running_cluster(ray_head, demo_cohort, tmp_path):
     assert status["bad_truncated.jpg"] == "error" and sum(s == "ok" for s in status.values()) == 3
     run = json.loads(next((out / "_runs").glob("*.json")).read_text())
     assert run["status"] == "finished" and run["config"]["address"] == "auto"  # joined the cluster, no Ray of its own
+    assert run["resources"]["cluster_cpus"] == WORKER_CPUS  # the worker node's CPUs: it joined with the token
 
     again = submit(url, env, "cohort-1", "python", "jobs/run_cohort.py", *args)
     assert again.returncode != 0  # a repeated submission id is refused: no double run by accident
