@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError, OutputLocked) as exc:
+    except (FileNotFoundError, ValueError, OutputLocked, ConnectionError) as exc:
         _log(f"retsam {args.command}: error: {exc}")
         return 2
 

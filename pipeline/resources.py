@@ -14,13 +14,31 @@ def ensure_ray(cfg: PipelineConfig, progress: bool = False):
 
     if not ray.is_initialized():
         if cfg.address:
-            ray.init(address=cfg.address, log_to_driver=False, configure_logging=False)
+            try:
+                ray.init(address=cfg.address, log_to_driver=False, configure_logging=False)
+            except ConnectionError as exc:
+                raise ConnectionError(cluster_unreachable_message(cfg.address, exc)) from exc
         else:
             cores = os.cpu_count() or 2
             ray.init(num_cpus=cfg.local_num_cpus or max(4, cores + 2), include_dashboard=False,
                      log_to_driver=False, configure_logging=False)
     configure_data_context(progress)
     return ray
+
+
+def cluster_unreachable_message(address: str, exc: BaseException) -> str:
+    """Say why a cluster refused us when Ray only says it could not connect: a missing or wrong token is the usual
+    cause since Ray turned token authentication on (2.59 for local clusters, 2.61 for all)."""
+    causes, cause = [], exc
+    while cause is not None and len(causes) < 10:
+        causes.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    if any("Authentication" in type(c).__name__ or "InvalidAuthToken" in str(c) for c in causes):
+        return (f"the Ray cluster at {address} refused this client's authentication token: export "
+                "RAY_AUTH_MODE=token and give the cluster's token in ~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or "
+                "RAY_AUTH_TOKEN (`ray get-auth-token` on the head prints it)")
+    last = str(causes[-1]).strip().splitlines()
+    return f"cannot connect to the Ray cluster at {address}: {type(causes[-1]).__name__}: {last[-1] if last else ''}"
 
 
 def configure_data_context(progress: bool = False) -> None:

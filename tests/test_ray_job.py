@@ -124,6 +124,19 @@ def test_neither_a_client_nor_a_node_without_the_token_gets_in(ray_cluster, tmp_
     assert intruder.returncode != 0 and "InvalidAuthToken" in intruder.stdout + intruder.stderr
 
 
+
+def test_retsam_run_without_the_token_says_so(ray_cluster, demo_cohort, tmp_path):
+    """`retsam run --address` from a shell that lacks the token: Ray only says it cannot connect; we say why."""
+    _, _, gcs, bare = ray_cluster
+    inp = copy_images(demo_cohort.input_dir, tmp_path / "in", ["retina_q95.jpg"])
+    done = subprocess.run([str(Path(sys.executable).parent / "retsam"), "run", str(inp), str(tmp_path / "out"),
+                           "--address", gcs, "--segmenter", "classical", "--no-progress"],
+                          env=bare, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "refused this client's authentication token" in done.stderr and "RAY_AUTH_MODE=token" in done.stderr
+    assert not (tmp_path / "out" / "images").exists()  # nothing half-written
+
+
 def test_cohort_job_on_a_running_cluster(ray_cluster, demo_cohort, tmp_path):
     import polars as pl
 
