@@ -12,7 +12,8 @@ from retsam_core.model.loading import save_weights
 from retsam_core.model.network import ModelConfig, RetSAMNet
 from retsam_core.training.distill import distillation_loss, distilled_channels, make_teacher
 from retsam_core.training.export import export_weights
-from retsam_core.training.trainer import StageConfig, run_training
+from retsam_core.training.config import StageConfig
+from retsam_core.training.trainer import run_training
 from tests.test_training import TINY, tiny_cfg
 
 torch.set_num_threads(1)

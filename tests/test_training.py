@@ -13,7 +13,8 @@ import torch
 from retsam_core.model.network import ModelConfig, RetSAMNet
 from retsam_core.training.data import AugConfig, PatchSampler, batch_to_float, load_records
 from retsam_core.training.losses import av_consistency, partial_label_loss
-from retsam_core.training.trainer import StageConfig, TrainConfig, run_training, train_stage, training_records
+from retsam_core.training.config import StageConfig, TrainConfig
+from retsam_core.training.trainer import run_training, train_stage, training_records
 
 torch.set_num_threads(1)
 TINY = dict(enc_channels=(8, 8, 16, 16, 24), enc_blocks=(1, 1, 1, 1, 1), dec_channels=(16, 16, 8, 8))

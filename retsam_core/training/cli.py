@@ -24,7 +24,7 @@ def fit_minutes_within(cfg, seconds: float) -> None:
     """Shrink the stage budgets of `cfg` to fit `seconds` of training (a resumed run with less time left): the
     experts and head fine-tuning keep their minutes up to a fifth of the time each (less when more than four such
     runs must share it), multi-task gets the rest, so the stages together ask for exactly the time left."""
-    from retsam_core.training.trainer import DATASET_GROUPS
+    from retsam_core.training.config import DATASET_GROUPS
 
     total = max(seconds / 60, 0.05)
     groups = {g for ds in cfg.datasets for g in DATASET_GROUPS.get(ds, ())}  # one expert per task group with data
@@ -39,7 +39,7 @@ def fit_minutes_within(cfg, seconds: float) -> None:
 
 def build_config(a):
     from retsam_core.model.network import ModelConfig
-    from retsam_core.training.trainer import STAGE_ORDER, TrainConfig
+    from retsam_core.training.config import STAGE_ORDER, TrainConfig
 
     if a.config:
         cfg = TrainConfig.from_dict(json.loads(Path(a.config).read_text()))

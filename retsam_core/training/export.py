@@ -12,7 +12,8 @@ from retsam_core.datasets.readers import DATASETS
 from retsam_core.model.loading import card_path_for, read_uri, save_weights
 from retsam_core.model.network import RetSAMNet
 from retsam_core.targets import TARGETS
-from retsam_core.training.trainer import STAGE_ORDER, TrainConfig, describe_hardware, trained_channels
+from retsam_core.training.config import STAGE_ORDER, TrainConfig
+from retsam_core.training.trainer import describe_hardware, trained_channels
 
 NO_DATA_NOTE = "no pixel ground truth in the available public data (see shared/data/README.md)"
 

@@ -17,7 +17,7 @@ from retsam_core.model.network import RetSAMNet
 from retsam_core.training.data import Record
 
 if TYPE_CHECKING:
-    from retsam_core.training.trainer import TrainConfig
+    from retsam_core.training.config import TrainConfig
 
 
 @torch.no_grad()

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from retsam_core.training.trainer import TrainConfig, run_training
+from retsam_core.training.config import TrainConfig
+from retsam_core.training.trainer import run_training
 
 
 def _worker_loop(config: dict):
