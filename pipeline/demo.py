@@ -57,16 +57,16 @@ def _jpeg(rgb: np.ndarray, q: int = 92) -> bytes:
     return buf.tobytes()
 
 
-def _jpeg_stored_sideways(rgb: np.ndarray, q: int = 92) -> bytes:
-    """`rgb` turned a quarter counter-clockwise, with the EXIF tag (6) that tells a viewer to turn it back."""
+def jpeg_with_orientation(stored: np.ndarray, orientation: int, q: int = 92) -> bytes:
+    """`stored` (RGB) as a JPEG whose EXIF orientation tag tells a viewer how to turn it upright."""
     from io import BytesIO
 
     from PIL import Image
 
     exif = Image.Exif()
-    exif[0x0112] = 6
+    exif[0x0112] = orientation
     buf = BytesIO()
-    Image.fromarray(np.ascontiguousarray(np.rot90(rgb))).save(buf, format="JPEG", quality=q, exif=exif.tobytes())
+    Image.fromarray(np.ascontiguousarray(stored)).save(buf, format="JPEG", quality=q, exif=exif.tobytes())
     return buf.getvalue()
 
 
@@ -129,7 +129,7 @@ def bad_files(side: int | None = None, huge: bool = True) -> dict[str, bytes]:
         "bad_black_no_fov.png": _png(np.random.default_rng(0).integers(0, 10, base.shape, dtype=np.uint8)),
         "odd_16bit.png": _png(rgb16),
         "odd_rgba.png": _png(rgba),
-        "odd_exif_rot90.jpg": _jpeg_stored_sideways(_wide_frame(base)),
+        "odd_exif_rot90.jpg": jpeg_with_orientation(np.rot90(_wide_frame(base)), 6),  # a quarter turn off, tag 6
     }
     if huge:
         big = cv2.resize(_retina(None), (6000, 6000), interpolation=cv2.INTER_LINEAR)

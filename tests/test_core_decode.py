@@ -10,6 +10,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
+from pipeline.demo import jpeg_with_orientation
 from retsam_core.errors import STATUS_ERROR, STATUS_UNGRADABLE, ImageError
 from retsam_core.image_io import DecodeLimits, decode_image
 
@@ -119,14 +120,6 @@ def test_8000x6000_jpeg_is_accepted_and_draft_decoded(retina):
     assert max(d.rgb.shape[:2]) <= 2000
 
 
-def _jpeg_with_orientation(stored: np.ndarray, orientation: int, quality: int = 92) -> bytes:
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    buf = io.BytesIO()
-    Image.fromarray(stored).save(buf, format="JPEG", quality=quality, exif=exif.tobytes())
-    return buf.getvalue()
-
-
 # what a camera stores so that a viewer applying the tag shows the upright photograph (inverse of the tag's transform)
 _STORED_FOR = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
                6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
@@ -136,7 +129,7 @@ _STORED_FOR = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180
 def test_exif_orientation_gives_the_upright_photograph(retina, orientation):
     upright = np.ascontiguousarray(retina[:, 80:1280])  # 1411 x 1200: not square, so a quarter turn shows in the dims
     stored = np.asarray(Image.fromarray(upright).transpose(_STORED_FOR[orientation]))
-    d = decode_image(_jpeg_with_orientation(stored, orientation))
+    d = decode_image(jpeg_with_orientation(stored, orientation))
     plain = decode_image(_jpeg(upright, 92))
     assert (d.original_height, d.original_width) == upright.shape[:2] and d.rgb.shape == upright.shape
     assert np.abs(d.rgb.astype(int) - plain.rgb.astype(int)).mean() < 2.0  # JPEG noise only
@@ -147,12 +140,12 @@ def test_exif_orientation_gives_the_upright_photograph(retina, orientation):
 def test_exif_quarter_turn_with_draft_decoding_keeps_the_scale_right(retina):
     upright = cv2.resize(retina, (2400, 2822))  # width 2400, height 2822
     stored = np.asarray(Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90))
-    d = decode_image(_jpeg_with_orientation(stored, 6, 80), DecodeLimits(target_side=1024))
+    d = decode_image(jpeg_with_orientation(stored, 6, 80), DecodeLimits(target_side=1024))
     assert (d.original_width, d.original_height) == (2400, 2822)
     assert d.rgb.shape[0] > d.rgb.shape[1]  # portrait, as shown
     assert d.decode_scale == pytest.approx(2400 / d.rgb.shape[1]) and d.decode_scale > 1.0
 
 
 def test_upright_exif_tag_adds_no_note(retina):
-    d = decode_image(_jpeg_with_orientation(retina, 1))
+    d = decode_image(jpeg_with_orientation(retina, 1))
     assert not d.warnings and d.rgb.shape == retina.shape

@@ -177,7 +177,7 @@ def test_listing_folder_glob_manifest(tmp_path):
 
 def test_no_gpu_is_requested_on_a_cpu_cluster(ray_local):
     from pipeline.config import PipelineConfig
-    from pipeline.resources import QUANTIFY_CPU_S_PER_IMAGE, SEGMENT_CPU_S_PER_IMAGE, plan_resources
+    from pipeline.resources import plan_resources
 
     assert PipelineConfig().num_gpus == 0
     msgs: list[str] = []
@@ -194,7 +194,7 @@ def test_gpu_plan_on_a_gpu_cluster(monkeypatch):
     import ray
 
     from pipeline.config import PipelineConfig
-    from pipeline.resources import QUANTIFY_CPU_S_PER_IMAGE, SEGMENT_CPU_S_PER_IMAGE, plan_resources
+    from pipeline.resources import plan_resources
 
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 64.0, "GPU": 4.0})
     plan = plan_resources(PipelineConfig(num_gpus=1, segment_num_cpus=8, address="auto"), lambda m: None)

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -60,6 +59,18 @@ def _alive_nodes(url: str, env: dict) -> int:
         return 0
 
 
+def _wait_for_nodes(n: int, url: str, env: dict, started: list[subprocess.Popen], log: Path) -> None:
+    """Until the state API (through the head's dashboard) lists `n` live nodes; stops `started` and fails after 90 s
+    or when the newest of them exits."""
+    deadline = time.time() + 90
+    while _alive_nodes(url, env) < n:
+        if started[-1].poll() is not None or time.time() > deadline:
+            for node in reversed(started):
+                _stop(node)
+            pytest.fail(f"Ray node {len(started)} did not come up: {log.read_text()[-2000:]}")
+        time.sleep(1)
+
+
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
     """cluster.yaml's layout on this machine: a head with no CPUs running the job server, one worker node joined
@@ -76,25 +87,9 @@ def ray_cluster(tmp_path_factory):
                   "--dashboard-port", str(dash), "--include-dashboard", "true", "--ray-client-server-port",
                   str(_free_port()), "--temp-dir", f"/tmp/rj{os.getpid()}"], env, tmp / "head.log")
     url = f"http://127.0.0.1:{dash}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            req = urllib.request.Request(f"{url}/api/version", headers={"Authorization": f"Bearer {token.read_text()}"})
-            urllib.request.urlopen(req, timeout=2).read()
-            break
-        except OSError:
-            if head.poll() is not None or time.time() > deadline:
-                _stop(head)
-                pytest.fail(f"ray head did not come up: {(tmp / 'head.log').read_text()[-2000:]}")
-            time.sleep(1)
+    _wait_for_nodes(1, url, env, [head], tmp / "head.log")
     worker = _node(["--address", gcs, "--num-cpus", str(WORKER_CPUS)], env, tmp / "worker.log")
-    deadline = time.time() + 90
-    while _alive_nodes(url, env) < 2:  # the jobs' resource plan must see the worker node
-        if worker.poll() is not None or time.time() > deadline:
-            _stop(worker)
-            _stop(head)
-            pytest.fail(f"worker node did not join: {(tmp / 'worker.log').read_text()[-2000:]}")
-        time.sleep(1)
+    _wait_for_nodes(2, url, env, [head, worker], tmp / "worker.log")  # the jobs' resource plan must see the worker
     yield url, env, gcs, bare
     _stop(worker)
     _stop(head)
