@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -82,10 +84,11 @@ def ray_cluster(tmp_path_factory):
     bare["RAY_USAGE_STATS_ENABLED"] = "0"
     env = bare | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
     dash, gcs = _free_port(), f"127.0.0.1:{_free_port()}"
-    # short temp dir: Ray's socket paths must stay under the 107-byte limit
+    # short temp dir: Ray's socket paths must stay under the 107-byte limit; removed after the nodes stop
+    ray_tmp = tempfile.mkdtemp(prefix="rj", dir="/tmp")
     head = _node(["--head", "--port", gcs.split(":")[1], "--num-cpus", "0", "--dashboard-host", "127.0.0.1",
                   "--dashboard-port", str(dash), "--include-dashboard", "true", "--ray-client-server-port",
-                  str(_free_port()), "--temp-dir", f"/tmp/rj{os.getpid()}"], env, tmp / "head.log")
+                  str(_free_port()), "--temp-dir", ray_tmp], env, tmp / "head.log")
     url = f"http://127.0.0.1:{dash}"
     _wait_for_nodes(1, url, env, [head], tmp / "head.log")
     worker = _node(["--address", gcs, "--num-cpus", str(WORKER_CPUS)], env, tmp / "worker.log")
@@ -93,6 +96,7 @@ def ray_cluster(tmp_path_factory):
     yield url, env, gcs, bare
     _stop(worker)
     _stop(head)
+    shutil.rmtree(ray_tmp, ignore_errors=True)  # each session leaves ~30 MB of logs and sockets there
 
 
 def submit(url: str, env: dict, submission_id: str, *entrypoint: str) -> subprocess.CompletedProcess:
