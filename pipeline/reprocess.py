@@ -23,6 +23,7 @@ from pipeline.output import Output
 from pipeline.resources import ensure_ray, plan_resources
 from pipeline.runner import library_versions, new_run_id, posixpath_join
 from pipeline.storage import resolve_storage_options
+from retsam_core.biomarkers.scale import GIVEN_SCALE_SOURCES
 
 # columns recomputed by a reprocess (everything else in the images row is kept as it was)
 RECOMPUTED = {"null_reasons", "n_segment_rows", "quant_id", "quantify_seconds", "original_mm_per_px"}
@@ -74,6 +75,7 @@ def _reprocess_output(output_uri: str, cfg: PipelineConfig, run_id: str, *, batc
                 files.append(p)
                 rows += meta.num_rows
         ends.append((ends[-1] if ends else 0) + rows)
+    given_scale_path = _write_given_scale(out, todo, out.staging(f"reprocess-{run_id}-given-scale.parquet"))
     cfg_d = cfg.to_dict()
     cfg_d.pop("storage_options", None)
     cfg_d["emit_masks"] = False
@@ -117,7 +119,7 @@ def _reprocess_output(output_uri: str, cfg: PipelineConfig, run_id: str, *, batc
         ds = ray.data.read_parquet(files, filesystem=None if out.local else out.fs)
         ds = ds.map_batches(
             QuantifyStage, fn_constructor_kwargs=dict(config=cfg_d, lookup_path=None, fs=out.fs, provenance=prov,
-                                                      targets=targets or []),
+                                                      targets=targets or [], given_scale_path=given_scale_path),
             compute=ActorPoolStrategy(min_size=1, max_size=max(plan["segment_actors"], plan["quantify_actors"])),
             num_cpus=plan["quantify_num_cpus"], batch_size=int(cfg.quantify_batch_size), batch_format="pyarrow")
         ds.context.execution_options.preserve_order = True  # batches come out contiguous, in order
@@ -133,6 +135,8 @@ def _reprocess_output(output_uri: str, cfg: PipelineConfig, run_id: str, *, batc
     while bi < len(todo):  # batches without masks (or an empty stream)
         commit(bi)
         bi += 1
+    if given_scale_path:
+        out.rm(given_scale_path)
     elapsed = time.time() - t0
     out.write_json(out.path("_runs", f"{run_id}.json"), {
         "run_id": run_id, "kind": "reprocess", "output": output_uri, "config": cfg.redacted(),
@@ -141,6 +145,18 @@ def _reprocess_output(output_uri: str, cfg: PipelineConfig, run_id: str, *, batc
     log(f"summary: reprocessed {counts['recomputed']} images in {counts['batches']} batches "
         f"({counts['failed']} failed), {elapsed:.1f} s")
     return {**counts, "run_id": run_id, "elapsed_s": elapsed}
+
+
+def _write_given_scale(out: Output, batches: list[str], path: str) -> str | None:
+    """Write image_id -> original mm/px for the images whose pixel size the input gave (scale_source in
+    GIVEN_SCALE_SOURCES); None for an output written before scale_source existed (stored sizes are then reused)."""
+    try:
+        images = out.read_images(columns=["image_id", "scale_source", "original_mm_per_px"], batches=batches)
+    except (pa.ArrowInvalid, KeyError):  # a file without scale_source
+        return None
+    given = images.filter(pc.fill_null(pc.is_in(images["scale_source"], pa.array(GIVEN_SCALE_SOURCES)), False))
+    out.write_table(given.select(["image_id", "original_mm_per_px"]), path)
+    return path
 
 
 def merge_images(old: pa.Table, new: pa.Table | None, quant_id: str) -> tuple[pa.Table, int, int]:

@@ -61,6 +61,17 @@ def load_lookup(lookup_path: str | None, fs) -> dict[str, tuple[str, float | Non
     return {rp: (iid, m) for rp, iid, m in zip(t["read_path"].to_pylist(), t["image_id"].to_pylist(), mm)}
 
 
+def load_given_scale(path: str | None, fs) -> dict[str, float] | None:
+    """image_id -> the pixel size the input gave (reprocess); None when there is no such table."""
+    if not path:
+        return None
+    import pyarrow.parquet as pq
+
+    with fs.open(path, "rb") as f:
+        t = pq.read_table(io.BytesIO(f.read()))
+    return dict(zip(t["image_id"].to_pylist(), t["original_mm_per_px"].to_pylist()))
+
+
 def limit_threads(n: int) -> None:
     """One actor = its reserved CPUs: stop OpenCV/torch from spawning a thread per core in every actor
     (oversubscription made the classical segmenter ~1.8x slower per image on 2 cores)."""
@@ -229,8 +240,11 @@ class QuantifyStage:
     """Biomarkers from the masks (CPU). Used by `run` (after SegmentStage), `reprocess` and `quantify`."""
 
     def __init__(self, config: dict, lookup_path: str | None, fs, provenance: dict, targets: list[str],
-                 finisher: dict | None = None):
+                 finisher: dict | None = None, given_scale_path: str | None = None):
         self.cfg = config
+        # reprocess: the stored masks carry the pixel size the first run used, estimated or given; only a given one
+        # may be reused, so that an estimate is made again (under this config's field angle) and keeps its source
+        self.given_scale = load_given_scale(given_scale_path, fs)
         self.finisher = Finisher.from_dict(finisher) if finisher is not None else None
         self.pass_image = bool(config.get("pass_image_to_quantify", True))
         limit_threads(int(float(config.get("quantify_num_cpus") or 1)))
@@ -258,6 +272,8 @@ class QuantifyStage:
         mm_orig = row.get("original_mm_per_px")
         if read_path is not None and read_path in self.lookup:
             mm_orig = self.lookup[read_path][1]
+        if self.given_scale is not None:
+            mm_orig = self.given_scale.get(row.get("image_id"))
         row["original_mm_per_px"] = _plain(mm_orig) if mm_orig is not None else None
         canvas = row.pop("canvas_rgb", None)
         pending = bool(row.pop("masks_pending", None))

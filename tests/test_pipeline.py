@@ -120,11 +120,38 @@ def test_reprocess_from_masks_rewrites_biomarkers(demo_run, tmp_path, ray_local)
     assert ok_a["vessel_density_all_retina"].to_list() == pytest.approx(ok_b["vessel_density_all_retina"].to_list())
     assert after.filter(pl.col("image_id") == "bad_tiny.jpg")["status"].item() == "error"
     assert after["participant_id"].to_list() == before["participant_id"].to_list()  # metadata kept
+    # an estimated pixel size stays an estimate (it used to come back labelled "manifest")
+    assert ok_a["scale_source"].to_list() == ok_b["scale_source"].to_list()
+    assert set(ok_b["scale_source"]) >= {"manifest", "fov_estimate"}
+    assert ok_a["scale_mm_per_px"].to_list() == pytest.approx(ok_b["scale_mm_per_px"].to_list())
     segs = scan(str(out))["segments"].collect()
     assert segs.height == segs_before == after["n_segment_rows"].sum()
     assert set(segs["quant_id"].unique()) == {after["quant_id"][0]}
     files = list(Path(out, "segments").rglob("*.parquet"))  # old segments files removed
     assert files and all(f.name.startswith(after["quant_id"][0]) for f in files)
+
+
+def test_reprocess_under_another_field_angle_rescales_only_the_estimates(demo_run, tmp_path, ray_local):
+    """Why reprocess exists: a cohort run under the wrong camera field angle is re-scaled from its stored masks;
+    a pixel size the manifest gave is kept, one estimated from the field of view follows the new angle."""
+    from pipeline.reprocess import reprocess_output
+
+    out = tmp_path / "copy"
+    shutil.copytree(demo_run[0], out)
+    ok = pl.col("status") == "ok"
+    before = _images(out).filter(ok).sort("image_id")
+    reprocess_output(str(out), fast_config(field_angle_deg=30.0), **QUIET)
+    after = _images(out).filter(ok).sort("image_id")
+    assert after["image_id"].to_list() == before["image_id"].to_list()
+    ratio = (after["scale_mm_per_px"] / before["scale_mm_per_px"]).to_list()
+    for src, r, crae_b, crae_a in zip(before["scale_source"], ratio, before["crae_knudtson_um_zone_b"],
+                                      after["crae_knudtson_um_zone_b"]):
+        expected = 30.0 / 45.0 if src == "fov_estimate" else 1.0
+        assert r == pytest.approx(expected, rel=1e-9), src
+        if crae_b is not None and crae_a is not None:
+            assert crae_a / crae_b == pytest.approx(expected, rel=1e-6)
+    assert (before["scale_source"] == "fov_estimate").sum() >= 5 and (before["scale_source"] == "manifest").sum() >= 3
+    assert after["scale_source"].to_list() == before["scale_source"].to_list()
 
 
 def test_force_and_model_hash_targeting_keep_each_image_once(demo_run, demo_cohort, tmp_path, ray_local):

@@ -16,6 +16,7 @@ from retsam_core.preprocess import DEFAULT_FIELD_ANGLE_DEG
 
 MM_PER_DEGREE = 0.29  # retinal mm per visual degree (emmetropic eye)
 MEAN_DISC_DIAMETER_MM = 1.8
+GIVEN_SCALE_SOURCES = ("manifest",)  # pixel sizes the input stated; every other source is an estimate
 
 
 def fov_diameter_px(fov: np.ndarray) -> float | None:
