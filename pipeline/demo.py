@@ -1,9 +1,10 @@
 """The bundled demo cohort, generated at run time from a real fundus photograph (`skimage.data.retina()`).
 
 Good images: the photograph and derived variants (flips, rescales, crops, rotations, JPEG at several qualities,
-lossless PNG). Bad files, one per failure mode seen in real cohorts: empty, truncated JPEG, non-image text,
-grayscale, 16-bit PNG, RGBA PNG, a JPEG stored sideways with an EXIF orientation tag, tiny, huge (8000x6000) and
-an all-black frame with no field of view.
+lossless PNG, a JPEG Baseline DICOM whose header gives the eye and the pixel spacing). Bad files, one per failure
+mode seen in real cohorts: empty, truncated JPEG, non-image text, grayscale, a red-free (monochrome) DICOM, 16-bit
+PNG, RGBA PNG, a JPEG stored sideways with an EXIF orientation tag, tiny, huge (8000x6000) and an all-black frame
+with no field of view.
 A manifest (CSV) lists every file with participant/eye/visit/site/device metadata.
 """
 
@@ -16,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipeline.dicom_writer import dicom_photograph
+
 # expected outcome per bad file: (status, words the error/warning must contain)
 EXPECTED_BAD = {
     "bad_empty.jpg": ("error", "empty"),
@@ -24,6 +27,7 @@ EXPECTED_BAD = {
     "bad_grayscale.png": ("ungradable", "grayscale"),
     "bad_tiny.jpg": ("error", "too small"),
     "bad_black_no_fov.png": ("ungradable", "no field of view"),
+    "bad_red_free.dcm": ("ungradable", "grayscale DICOM"),
 }
 EXPECTED_WARN = {
     "odd_16bit.png": ("ok", "16-bit"),
@@ -31,6 +35,9 @@ EXPECTED_WARN = {
     "odd_huge_8000x6000.jpg": ("ok", ""),
     "odd_exif_rot90.jpg": ("ok", "EXIF orientation 6"),  # read upright: the same photograph as retina_wide_frame.jpg
 }
+
+
+DEMO_FIELD_MM = 14.0  # the original photograph: a 45 degree field of ~14 mm across its 1411 px
 
 
 @dataclass
@@ -109,6 +116,8 @@ def good_variants(side: int | None = None) -> dict[str, bytes]:
         "retina_half.jpg": _jpeg(cv2.resize(base, (s // 2, s // 2), interpolation=cv2.INTER_AREA)),
         "retina_x0.75.jpg": _jpeg(cv2.resize(base, (int(s * 0.75),) * 2, interpolation=cv2.INTER_AREA)),
         "retina_x1.5.jpg": _jpeg(cv2.resize(base, (int(s * 1.5),) * 2, interpolation=cv2.INTER_CUBIC)),
+        # as a screening archive exports it: JPEG Baseline DICOM whose header gives the eye and the pixel spacing
+        "retina_op.dcm": dicom_photograph(base, laterality="L", mm_per_px=DEMO_FIELD_MM / s),
     }
     return out
 
@@ -130,6 +139,7 @@ def bad_files(side: int | None = None, huge: bool = True) -> dict[str, bytes]:
         "odd_16bit.png": _png(rgb16),
         "odd_rgba.png": _png(rgba),
         "odd_exif_rot90.jpg": jpeg_with_orientation(np.rot90(_wide_frame(base)), 6),  # a quarter turn off, tag 6
+        "bad_red_free.dcm": dicom_photograph(gray, compression="raw"),  # a red-free (monochrome) DICOM
     }
     if huge:
         big = cv2.resize(_retina(None), (6000, 6000), interpolation=cv2.INTER_LINEAR)
@@ -157,7 +167,7 @@ def build_demo(root: str | Path, side: int | None = None, huge: bool = True, man
             "device": "skimage-retina",
             # the original photograph: a 45 degree field of ~14 mm across ~1400 px (scaled with the variant)
             "mm_per_px": ("" if not manifest_mm_per_px or not name.startswith("retina_q") else
-                          f"{14.0 / (side or 1411):.6f}"),
+                          f"{DEMO_FIELD_MM / (side or 1411):.6f}"),
         })
     manifest = inp / "manifest.csv"
     with manifest.open("w", newline="") as f:

@@ -155,7 +155,7 @@ def _write_given_scale(out: Output, batches: list[str], path: str) -> str | None
     except (pa.ArrowInvalid, KeyError):  # a file without scale_source
         return None
     given = images.filter(pc.fill_null(pc.is_in(images["scale_source"], pa.array(GIVEN_SCALE_SOURCES)), False))
-    out.write_table(given.select(["image_id", "original_mm_per_px"]), path)
+    out.write_table(given.select(["image_id", "original_mm_per_px", "scale_source"]), path)
     return path
 
 

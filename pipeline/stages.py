@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from pipeline import schema as S
 from pipeline.config import field_angle_of
+from retsam_core.dicom_io import HEADER_FIELDS
 from retsam_core.finishing import EVIDENCE, Finisher, PendingMasks, evidence_support
 from retsam_core.preprocess import DEFAULT_FIELD_ANGLE_DEG
 
@@ -36,7 +37,7 @@ ERR_INTERNAL = "internal error"
 
 def _segment_stage_schema(targets: list[str]) -> pa.Schema:
     names = {"image_id", "status", "error", "warnings", "format", "file_bytes", "original_height", "original_width",
-             "decode_scale", "canvas_size", "box_x0", "box_y0", "box_side", "segment_seconds"}
+             "decode_scale", "canvas_size", "box_x0", "box_y0", "box_side", "segment_seconds", *HEADER_FIELDS}
     fields = [f for f in S.IMAGE_BASE_FIELDS if f.name in names]
     fields += SEGMENT_OUT_EXTRA + [pa.field(f"mask_{t}", pa.binary()) for t in targets]
     return pa.schema(fields)
@@ -61,15 +62,16 @@ def load_lookup(lookup_path: str | None, fs) -> dict[str, tuple[str, float | Non
     return {rp: (iid, m) for rp, iid, m in zip(t["read_path"].to_pylist(), t["image_id"].to_pylist(), mm)}
 
 
-def load_given_scale(path: str | None, fs) -> dict[str, float] | None:
-    """image_id -> the pixel size the input gave (reprocess); None when there is no such table."""
+def load_given_scale(path: str | None, fs) -> dict[str, tuple[float, str]] | None:
+    """image_id -> (the pixel size the input gave, its scale_source) for reprocess; None when there is no table."""
     if not path:
         return None
     import pyarrow.parquet as pq
 
     with fs.open(path, "rb") as f:
         t = pq.read_table(io.BytesIO(f.read()))
-    return dict(zip(t["image_id"].to_pylist(), t["original_mm_per_px"].to_pylist()))
+    return {i: (m, src) for i, m, src in zip(t["image_id"].to_pylist(), t["original_mm_per_px"].to_pylist(),
+                                             t["scale_source"].to_pylist())}
 
 
 def limit_threads(n: int) -> None:
@@ -158,7 +160,7 @@ class SegmentStage:
         try:
             dec = decode_image(data, self.limits)
             row.update(format=dec.format, original_height=dec.original_height, original_width=dec.original_width,
-                       decode_scale=dec.decode_scale, warnings=list(dec.warnings))
+                       decode_scale=dec.decode_scale, warnings=list(dec.warnings), **dec.header)
             pre = preprocess(dec.rgb, self.size, dec.decode_scale, (dec.original_height, dec.original_width))
             g = pre.geometry
             row.update(box_x0=g.box_x0, box_y0=g.box_y0, box_side=g.box_side)
@@ -269,11 +271,7 @@ class QuantifyStage:
     def quantify_row(self, row: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()
         read_path = row.pop("read_path", None)
-        mm_orig = row.get("original_mm_per_px")
-        if read_path is not None and read_path in self.lookup:
-            mm_orig = self.lookup[read_path][1]
-        if self.given_scale is not None:
-            mm_orig = self.given_scale.get(row.get("image_id"))
+        mm_orig, source = self._given_pixel_size(row, read_path)
         row["original_mm_per_px"] = _plain(mm_orig) if mm_orig is not None else None
         canvas = row.pop("canvas_rgb", None)
         pending = bool(row.pop("masks_pending", None))
@@ -286,15 +284,27 @@ class QuantifyStage:
         row["n_segment_rows"] = 0
         if row.get("status") == "ok" or (row.get("fov") is not None and row.get("status") != "error"):
             try:
-                self._biomarkers(row, canvas, pending, evidence)
+                self._biomarkers(row, canvas, pending, evidence, source)
             except Exception as exc:  # noqa: BLE001
                 row.update(status="error", error=f"biomarker computation failed: {type(exc).__name__}: {exc}",
                            null_reasons=json.dumps({"*": traceback.format_exc(limit=3)[-500:]}))
         row["quantify_seconds"] = time.perf_counter() - t0
         return row
 
+    def _given_pixel_size(self, row: dict[str, Any], read_path: str | None) -> tuple[float | None, str]:
+        """(original mm/px, scale_source) the input states: the manifest's, else the DICOM header's; (None, ...)
+        when only an estimate is possible. A reprocess takes them from the image rows (`given_scale`)."""
+        if self.given_scale is not None:
+            return self.given_scale.get(row.get("image_id"), (None, "manifest"))
+        hit = self.lookup.get(read_path) if read_path is not None else None
+        if hit is not None and hit[1] is not None:
+            return hit[1], "manifest"
+        if row.get("dicom_pixel_spacing_mm") is not None:
+            return row["dicom_pixel_spacing_mm"], "dicom"
+        return row.get("original_mm_per_px"), "manifest"  # stored masks of an output without scale_source: as given
+
     def _biomarkers(self, row: dict[str, Any], canvas: bytes | None, pending: bool = False,
-                    evidence: dict[str, bytes | None] | None = None) -> None:
+                    evidence: dict[str, bytes | None] | None = None, source: str = "manifest") -> None:
         from retsam_core.biomarkers import compute_biomarkers
         from retsam_core.mask_codec import decode_mask
         from retsam_core.preprocess import Geometry
@@ -311,7 +321,7 @@ class QuantifyStage:
             masks = self._finish(row, masks, image, fov, evidence or {})
         if not self.pass_image:
             image = None
-        scale = make_scale(row.get("original_mm_per_px"), geom, masks, fov, field_angle_of(self.cfg))
+        scale = make_scale(row.get("original_mm_per_px"), geom, masks, fov, field_angle_of(self.cfg), source)
         res = compute_biomarkers(masks, fov, scale, image=image, provided=self.prov["provided_targets"])
         for f in self.bio_fields:
             row[f.name] = _plain(res.values.get(f.name))
@@ -380,8 +390,10 @@ def warm_up_biomarkers() -> None:
         pass
 
 
-def make_scale(original_mm_per_px, geom, masks, fov, field_angle_deg: float = DEFAULT_FIELD_ANGLE_DEG):
-    """Scale of the canvas grid: from the manifest when given, else estimated by retsam_core (FOV, then disc)."""
+def make_scale(original_mm_per_px, geom, masks, fov, field_angle_deg: float = DEFAULT_FIELD_ANGLE_DEG,
+               given_source: str = "manifest"):
+    """Scale of the canvas grid: from the manifest (or DICOM header) when given, else estimated by retsam_core
+    (FOV, then disc)."""
     from retsam_core.preprocess import canvas_mm_per_px
 
     manifest = None
@@ -393,7 +405,8 @@ def make_scale(original_mm_per_px, geom, masks, fov, field_angle_deg: float = DE
         from retsam_core.biomarkers import Scale
 
         return Scale(manifest, "manifest") if manifest else Scale(None, "none")
-    return estimate_scale(fov, masks, manifest_mm_per_px=manifest, field_angle_deg=field_angle_deg)
+    return estimate_scale(fov, masks, manifest_mm_per_px=manifest, field_angle_deg=field_angle_deg,
+                          given_source=given_source)
 
 
 def explode_segments(batch: pa.Table) -> pa.Table:

@@ -12,7 +12,7 @@ from typing import Any
 
 import fsspec
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".jp2", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".jp2", ".gif", ".dcm", ".dicom")
 
 
 def protocol_of(uri: str) -> str:

@@ -1,7 +1,8 @@
 """Decode one compressed image into RGB uint8, or fail with a message a person can act on.
 
 Every failure mode seen in real cohorts (empty, truncated, non-image, grayscale, 16-bit, RGBA, tiny, huge) is
-classified here, so that the pipeline can turn it into a row instead of losing the batch.
+classified here, for ordinary image files and DICOM (`dicom_io`) alike, so that the pipeline can turn it into a
+row instead of losing the batch.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from retsam_core.dicom_io import decode_dicom, is_dicom
 from retsam_core.errors import ImageError, UngradableImage
 
 Image.MAX_IMAGE_PIXELS = None  # we enforce our own limit below, with a clear message
@@ -37,12 +39,15 @@ class DecodedImage:
     decode_scale: float  # original pixels per decoded pixel (1.0 unless JPEG draft decoding shrank it)
     format: str
     warnings: list[str] = field(default_factory=list)
+    header: dict = field(default_factory=dict)  # facts a file header states (DICOM: eye, pixel spacing, camera)
 
 
 def decode_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> DecodedImage:
     """Decode `data` or raise ImageError / UngradableImage with a specific reason."""
     if data is None or len(data) == 0:
         raise ImageError("empty file (0 bytes)")
+    if is_dicom(data):
+        return _decode_dicom(data, limits)
     try:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
@@ -72,6 +77,13 @@ def decode_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> DecodedI
     rgb = _to_rgb8(img, notes)
     scale = width / rgb.shape[1]
     return DecodedImage(rgb, height, width, float(scale), fmt, notes)
+
+
+def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
+    rgb, fmt, notes, header = decode_dicom(data, limits.min_side, limits.max_pixels)
+    if _looks_grayscale(rgb):
+        raise UngradableImage("grayscale content stored as RGB (all channels equal): colour fundus required")
+    return DecodedImage(rgb, rgb.shape[0], rgb.shape[1], 1.0, fmt, notes, header)
 
 
 # EXIF orientation tag -> what a viewer does to show the stored pixels upright

@@ -76,6 +76,22 @@ def test_manifest_metadata_and_provenance_pass_through(demo_run):
     assert rec["counts"]["processed"] == df.height
 
 
+def test_dicom_header_gives_the_pixel_size_and_the_eye(demo_run):
+    """retina_op.dcm is retina_q95.jpg's photograph as a JPEG Baseline DICOM whose header states the pixel spacing
+    the manifest states for retina_q95.jpg, and the eye (skimage's photograph is a left eye)."""
+    rows = {r["image_id"]: r for r in _images(demo_run[0]).to_dicts()}
+    op, q95 = rows["retina_op.dcm"], rows["retina_q95.jpg"]
+    assert op["status"] == "ok" and op["format"].startswith("DICOM (JPEG Baseline"), op["error"]
+    assert op["mm_per_px"] is None  # the manifest gives none for it
+    assert op["scale_source"] == "dicom" and op["original_mm_per_px"] == pytest.approx(op["dicom_pixel_spacing_mm"])
+    assert op["scale_mm_per_px"] == pytest.approx(q95["scale_mm_per_px"], rel=1e-4)
+    assert op["vessel_density_all_retina"] == pytest.approx(q95["vessel_density_all_retina"], abs=0.01)
+    assert op["dicom_laterality"] == "left" == op["laterality"]  # the header agrees with the disc's side
+    assert op["dicom_field_of_view_deg"] == 45.0 and op["dicom_sop_instance_uid"].startswith("1.2.")
+    assert all(rows[n]["dicom_sop_instance_uid"] is None for n in rows if not n.endswith(".dcm"))
+    assert rows["bad_red_free.dcm"]["dicom_laterality"] is None  # refused before the header facts were kept
+
+
 def test_parquet_layout_readable_by_polars_and_duckdb(demo_run):
     out, summary = demo_run
     n = pl.scan_parquet(f"{out}/images/**/*.parquet", hive_partitioning=True).select(pl.len()).collect().item()

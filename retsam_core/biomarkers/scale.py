@@ -1,6 +1,6 @@
 """Pixel size of the mask grid when the manifest does not give one.
 
-Order of trust: the manifest; the field-of-view diameter under an assumed camera field angle (about 0.29 mm of
+Order of trust: the manifest (or the file's own header: DICOM PixelSpacing); the field-of-view diameter under an assumed camera field angle (about 0.29 mm of
 retina per degree near the posterior pole, Bennett/Drasdo); the optic disc diameter against the population mean of
 about 1.8 mm. The source is always recorded so a cohort can be stratified or re-scaled later.
 """
@@ -16,7 +16,7 @@ from retsam_core.preprocess import DEFAULT_FIELD_ANGLE_DEG
 
 MM_PER_DEGREE = 0.29  # retinal mm per visual degree (emmetropic eye)
 MEAN_DISC_DIAMETER_MM = 1.8
-GIVEN_SCALE_SOURCES = ("manifest",)  # pixel sizes the input stated; every other source is an estimate
+GIVEN_SCALE_SOURCES = ("manifest", "dicom")  # pixel sizes the input stated; every other source is an estimate
 
 
 def fov_diameter_px(fov: np.ndarray) -> float | None:
@@ -33,10 +33,14 @@ def estimate_scale(
     masks: Mapping[str, np.ndarray] | None = None,
     manifest_mm_per_px: float | None = None,
     field_angle_deg: float = DEFAULT_FIELD_ANGLE_DEG,
+    given_source: str = "manifest",
 ) -> Scale:
-    """Scale from the manifest, else the FOV diameter and field angle, else the disc diameter, else unknown."""
+    """Scale from the manifest (or another `given_source` of GIVEN_SCALE_SOURCES, e.g. a DICOM header's pixel
+    spacing), else the FOV diameter and field angle, else the disc diameter, else unknown."""
     if manifest_mm_per_px is not None and np.isfinite(manifest_mm_per_px) and manifest_mm_per_px > 0:
-        return Scale(float(manifest_mm_per_px), "manifest")
+        if given_source not in GIVEN_SCALE_SOURCES:
+            raise ValueError(f"given_source must be one of {GIVEN_SCALE_SOURCES}, not {given_source!r}")
+        return Scale(float(manifest_mm_per_px), given_source)
     d = fov_diameter_px(fov) if fov is not None else None
     # a usable circular field: not the whole canvas (an all-true fov carries no information)
     if d is not None and field_angle_deg and not fov.all():
