@@ -27,6 +27,14 @@ class Listing:
     root_path: str  # path prefix (no scheme) that image ids are relative to
     protocol: str
     duplicates_dropped: int = 0
+    other_files: int = 0  # files under a folder/glob without an image extension: not listed (say so, never silently)
+    other_example: str | None = None
+
+    def other_files_note(self) -> str:
+        if not self.other_files:
+            return ""
+        return (f"; {self.other_files} other files not listed (no image extension, e.g. {self.other_example!r}: "
+                "DICOM files without an extension go in through a manifest)")
 
     @property
     def root(self) -> str:
@@ -60,7 +68,7 @@ def list_inputs(uri: str, storage_options: dict | None = None) -> Listing:
     if any(ch in path for ch in "*?["):
         base = path.split("*")[0].split("?")[0].split("[")[0]
         base = base if base.endswith("/") else posixpath.dirname(base) + "/"
-        found = [p for p in fs.glob(path) if _is_image(p) and not fs.isdir(p)]
+        found = [p for p in fs.glob(path) if not fs.isdir(p)]
         root = base
     else:
         if not fs.exists(path):
@@ -68,23 +76,28 @@ def list_inputs(uri: str, storage_options: dict | None = None) -> Listing:
         if fs.isdir(path):
             root = path.rstrip("/") + "/"
             if proto == "file":  # streaming walk straight into Arrow: no per-file dicts for big folders
-                return Listing(_walk_local(root), root, proto)
-            found = [p for p in fs.find(path) if _is_image(p)]
+                table, others, example = _walk_local(root)
+                return Listing(table, root, proto, other_files=others, other_example=example)
+            found = fs.find(path)
         else:
             found = [path]
             root = posixpath.dirname(path) + "/"
-    found = sorted(p for p in found if not any(part.startswith(".") or part.startswith("_") for part in p[len(root):].split("/")))
+    found = [p for p in found if not any(part.startswith(".") or part.startswith("_") for part in p[len(root):].split("/"))]
+    others = [p for p in found if not _is_image(p)]
+    found = sorted(p for p in found if _is_image(p))
     ids = [image_id_for(p, root, proto) for p in found]
     table = pa.table({
         "image_id": pa.array(ids, pa.string()),
         "path": pa.array([to_uri(proto, p) for p in found], pa.string()),
         "read_path": pa.array(found, pa.string()),
     })
-    return Listing(table, root, proto)
+    return Listing(table, root, proto, other_files=len(others),
+                   other_example=posixpath.basename(min(others)) if others else None)
 
 
-def _walk_local(root: str, chunk: int = 20000) -> pa.Table:
-    """Image files under a local folder (hidden and _-prefixed folders/files skipped), sorted by image_id."""
+def _walk_local(root: str, chunk: int = 20000) -> tuple[pa.Table, int, str | None]:
+    """Image files under a local folder (hidden and _-prefixed folders/files skipped), sorted by image_id; and how
+    many other files it holds, with the first name of them."""
     import os
 
     parts: list[pa.Table] = []
@@ -98,21 +111,27 @@ def _walk_local(root: str, chunk: int = 20000) -> pa.Table:
             ids.clear()
             paths.clear()
 
+    others, example = 0, None
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith((".", "_"))]
         for name in filenames:
-            if not name.startswith((".", "_")) and _is_image(name):
-                full = os.path.join(dirpath, name)
-                paths.append(full)
-                ids.append(full[len(root):])
-                if len(paths) >= chunk:
-                    flush()
+            if name.startswith((".", "_")):
+                continue
+            if not _is_image(name):
+                others += 1
+                example = name if example is None else min(example, name)
+                continue
+            full = os.path.join(dirpath, name)
+            paths.append(full)
+            ids.append(full[len(root):])
+            if len(paths) >= chunk:
+                flush()
     flush()
     if not parts:
         return pa.table({"image_id": pa.array([], pa.string()), "path": pa.array([], pa.string()),
-                         "read_path": pa.array([], pa.string())})
+                         "read_path": pa.array([], pa.string())}), others, example
     t = pa.concat_tables(parts)
-    return t.take(pc.sort_indices(t["image_id"]))
+    return t.take(pc.sort_indices(t["image_id"])), others, example
 
 
 def _is_image(path: str) -> bool:

@@ -118,10 +118,11 @@ def _run_cohort(input_uri: str, output_uri: str, cfg: PipelineConfig, *, force: 
     timings["anti_join_s"] = time.time() - t
     log(f"input {input_uri}: {len(listing)} images listed"
         + (f" ({listing.duplicates_dropped} duplicate manifest rows dropped)" if listing.duplicates_dropped else "")
-        + f"; {skipped} already in {output_uri}; {todo.num_rows} to process"
+        + listing.other_files_note() + f"; {skipped} already in {output_uri}; {todo.num_rows} to process"
         + (f" ({superseding} replacing existing rows)" if superseding else ""))
 
-    counts = {"listed": len(listing), "skipped": skipped - superseding if superseding else skipped, "processed": 0,
+    counts = {"listed": len(listing), "other_files_not_listed": listing.other_files,
+              "skipped": skipped - superseding if superseding else skipped, "processed": 0,
               "ok": 0, "error": 0, "ungradable": 0, "batches": 0, "superseded": superseding}
     counts["skipped"] = len(listing) - todo.num_rows if not limit else skipped
     record: dict[str, Any] = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,8 +27,18 @@ def is_dicom(data: bytes) -> bool:
     return data is not None and len(data) >= PREAMBLE_BYTES + 4 and data[PREAMBLE_BYTES:PREAMBLE_BYTES + 4] == b"DICM"
 
 
-def decode_dicom(data: bytes, min_side: int, max_pixels: int):
-    """(rgb uint8, format name, notes, header facts); raises ImageError / UngradableImage with a specific reason."""
+@dataclass
+class DicomFile:
+    """A parsed DICOM file whose header passed the checks; the pixels are not decoded yet."""
+
+    ds: Any  # pydicom Dataset
+    format: str
+    notes: list[str]
+    header: dict[str, Any]
+
+
+def read_dicom(data: bytes, min_side: int, max_pixels: int) -> DicomFile:
+    """Parse the header and refuse what cannot be a colour photograph, before any pixel is decoded."""
     import pydicom
 
     try:
@@ -37,7 +48,6 @@ def decode_dicom(data: bytes, min_side: int, max_pixels: int):
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on a damaged header
         raise ImageError(f"corrupt DICOM header: {type(exc).__name__}: {exc}") from None
     syntax = _transfer_syntax(ds)
-    fmt = f"DICOM ({syntax})"
     if "PixelData" not in ds:
         raise ImageError(f"DICOM without pixel data (modality {ds.get('Modality', '?')}): not a photograph")
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
@@ -50,27 +60,49 @@ def decode_dicom(data: bytes, min_side: int, max_pixels: int):
         raise UngradableImage(f"grayscale DICOM ({photometric or 'one sample per pixel'}; red-free?): "
                               "a colour fundus photograph is required")
     notes: list[str] = []
+    return DicomFile(ds, f"DICOM ({syntax})", notes, header_facts(ds, notes))
+
+
+def baseline_jpeg_frame(f: DicomFile) -> bytes | None:
+    """The JPEG stream of a single-frame JPEG Baseline colour file (what most fundus cameras export), so that it is
+    decoded like a JPEG file, DCT draft scaling included; None for anything else."""
+    from pydicom.encaps import generate_frames
+    from pydicom.uid import JPEGBaseline8Bit
+
+    ds = f.ds
+    if (ds.file_meta.get("TransferSyntaxUID") != JPEGBaseline8Bit or int(ds.get("NumberOfFrames", 1) or 1) != 1
+            or str(ds.get("PhotometricInterpretation", "")) not in ("YBR_FULL_422", "YBR_FULL")):
+        return None
+    try:
+        return next(generate_frames(ds.PixelData, number_of_frames=1))
+    except Exception:  # noqa: BLE001 - malformed encapsulation: let pydicom report it
+        return None
+
+
+def dicom_pixels(f: DicomFile) -> np.ndarray:
+    """RGB uint8 pixels of the first frame, through pydicom's decoders."""
+    ds = f.ds
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             arr = ds.pixel_array
-            if photometric == "PALETTE COLOR":
+            if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
                 from pydicom.pixels import apply_color_lut
 
                 arr = apply_color_lut(arr, ds)
     except Exception as exc:  # noqa: BLE001 - a missing codec or damaged fragments
-        raise ImageError(f"cannot decode DICOM pixel data ({syntax}): {type(exc).__name__}: {exc}") from None
+        raise ImageError(f"cannot decode DICOM pixel data ({_transfer_syntax(ds)}): {type(exc).__name__}: {exc}") from None
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         arr = arr[0]
-        notes.append(f"multi-frame DICOM ({frames} frames): the first frame used")
+        f.notes.append(f"multi-frame DICOM ({frames} frames): the first frame used")
     if arr.dtype != np.uint8:
         bits = int(ds.get("BitsStored", 8 * arr.dtype.itemsize) or 8)
-        notes.append(f"{bits}-bit DICOM pixels rescaled to 8 bits")
+        f.notes.append(f"{bits}-bit DICOM pixels rescaled to 8 bits")
         arr = (np.clip(arr.astype(np.float32) / float(2**bits - 1), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise ImageError(f"unexpected DICOM pixel layout {arr.shape}")
-    return np.ascontiguousarray(arr), fmt, notes, header_facts(ds, notes)
+    return np.ascontiguousarray(arr)
 
 
 def header_facts(ds, notes: list[str]) -> dict[str, Any]:

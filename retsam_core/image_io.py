@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from retsam_core.dicom_io import decode_dicom, is_dicom
+from retsam_core.dicom_io import baseline_jpeg_frame, dicom_pixels, is_dicom, read_dicom
 from retsam_core.errors import ImageError, UngradableImage
 
 Image.MAX_IMAGE_PIXELS = None  # we enforce our own limit below, with a clear message
@@ -80,10 +80,20 @@ def decode_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> DecodedI
 
 
 def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
-    rgb, fmt, notes, header = decode_dicom(data, limits.min_side, limits.max_pixels)
+    """A JPEG Baseline DICOM's JPEG stream goes through the JPEG path (draft scaling, same pixels as the file would
+    give); other transfer syntaxes through pydicom."""
+    f = read_dicom(data, limits.min_side, limits.max_pixels)
+    jpeg = baseline_jpeg_frame(f)
+    if jpeg is not None:
+        try:
+            dec = decode_image(jpeg, limits)
+        except ImageError as exc:
+            raise type(exc)(f"{f.format}: {exc}") from None
+        return replace(dec, format=f.format, warnings=f.notes + dec.warnings, header=f.header)
+    rgb = dicom_pixels(f)
     if _looks_grayscale(rgb):
         raise UngradableImage("grayscale content stored as RGB (all channels equal): colour fundus required")
-    return DecodedImage(rgb, rgb.shape[0], rgb.shape[1], 1.0, fmt, notes, header)
+    return DecodedImage(rgb, rgb.shape[0], rgb.shape[1], 1.0, f.format, f.notes, f.header)
 
 
 # EXIF orientation tag -> what a viewer does to show the stored pixels upright

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import cv2
 import numpy as np
 import pydicom
 import pytest
@@ -28,6 +29,10 @@ def _error(data: bytes, limits: DecodeLimits = DecodeLimits()) -> tuple[str, str
     return info.value.status, str(info.value)
 
 
+def _jpeg_stream(dicom: bytes) -> bytes:
+    return next(pydicom.encaps.generate_frames(pydicom.dcmread(io.BytesIO(dicom)).PixelData, number_of_frames=1))
+
+
 @pytest.mark.parametrize("compression", ["j2k", "rle", "raw"])
 def test_lossless_dicom_gives_the_photographs_pixels(retina, compression):
     dec = decode_image(dicom_photograph(retina, compression=compression))
@@ -36,16 +41,22 @@ def test_lossless_dicom_gives_the_photographs_pixels(retina, compression):
     assert dec.format.startswith("DICOM (") and dec.warnings == []
 
 
-def test_jpeg_baseline_dicom_matches_the_same_jpeg_read_as_a_file(retina):
-    """YBR_FULL_422 JPEG fragments (what fundus cameras export) come out RGB, as Pillow reads that JPEG."""
+def test_jpeg_baseline_dicom_decodes_as_its_jpeg_stream_would(retina):
+    """YBR_FULL_422 JPEG fragments (what fundus cameras export) come out RGB, pixel for pixel as that JPEG read as a
+    file, with the same DCT draft scaling for a large photograph."""
     data = dicom_photograph(retina, compression="jpeg")
-    fragment = next(pydicom.encaps.generate_frames(pydicom.dcmread(io.BytesIO(data)).PixelData, number_of_frames=1))
+    fragment = _jpeg_stream(data)
     assert fragment[:2] == b"\xff\xd8"  # a real JPEG stream inside the DICOM
-    expected = np.asarray(Image.open(io.BytesIO(fragment)).convert("RGB"))
     dec = decode_image(data)
     assert "JPEG Baseline" in dec.format
-    assert np.abs(dec.rgb.astype(int) - expected).max() <= 1
+    assert np.array_equal(dec.rgb, np.asarray(Image.open(io.BytesIO(fragment)).convert("RGB")))
     assert np.abs(dec.rgb.astype(float) - retina).mean() < 1.0  # and close to the photograph itself
+    big = cv2.resize(retina, (2822, 2822), interpolation=cv2.INTER_LINEAR)
+    limits = DecodeLimits(target_side=512)
+    big_dicom = dicom_photograph(big, compression="jpeg")
+    small, as_file = decode_image(big_dicom, limits), decode_image(_jpeg_stream(big_dicom), limits)
+    assert (small.original_height, small.original_width) == (2822, 2822) and small.decode_scale > 1.5
+    assert np.array_equal(small.rgb, as_file.rgb) and small.decode_scale == as_file.decode_scale
 
 
 def test_header_facts_come_back_without_patient_identifiers(retina):
@@ -101,4 +112,10 @@ def test_a_folder_of_dicom_files_is_listed(retina, tmp_path):
     (tmp_path / "a.dcm").write_bytes(dicom_photograph(retina[::4, ::4], compression="raw"))
     (tmp_path / "b.DICOM").write_bytes(dicom_photograph(retina[::4, ::4], compression="raw"))
     (tmp_path / "notes.txt").write_text("not an image")
-    assert sorted(list_inputs(str(tmp_path)).table["image_id"].to_pylist()) == ["a.dcm", "b.DICOM"]
+    (tmp_path / "IM000002").write_bytes(dicom_photograph(retina[::4, ::4], compression="raw"))
+    listing = list_inputs(str(tmp_path))
+    assert sorted(listing.table["image_id"].to_pylist()) == ["a.dcm", "b.DICOM"]
+    # files without an image extension are not listed, but counted and named in the run's log line
+    assert (listing.other_files, listing.other_example) == (2, "IM000002")
+    assert "2 other files not listed" in listing.other_files_note() and "manifest" in listing.other_files_note()
+    assert list_inputs(str(tmp_path / "*")).other_files == 2  # a glob says the same

@@ -79,7 +79,9 @@ def _build() -> list[Column]:
     add("laterality", "layout", "", "string",
         "right / left eye: the disc lies nasal to the fovea, i.e. right of it in a right-eye photograph; from the "
         "disc position in the field when there is no fovea and the disc is off-centre (macula-centred assumption)")
-    add("laterality_source", "layout", "", "string", "given (manifest), disc_fovea or disc_position")
+    add("laterality_source", "layout", "", "string",
+        "given (by the caller of compute_biomarkers; the pipeline infers it and keeps the manifest's eye and the "
+        "DICOM header's beside it), disc_fovea or disc_position")
     add("field_type", "layout", "", "string",
         "disc_centred or macula_centred: which of disc / fovea is nearer the field centre; with a disc only, "
         "disc-centred when the disc lies within 0.3 field radii of the centre")
