@@ -22,9 +22,9 @@ import pyarrow as pa
 
 from pipeline import schema as S
 from pipeline.config import field_angle_of
+from pipeline.pixel_size import given_pixel_size, load_given_scale, load_lookup, make_scale
 from retsam_core.dicom_io import HEADER_FIELDS
 from retsam_core.finishing import EVIDENCE, Finisher, PendingMasks, evidence_support
-from retsam_core.preprocess import DEFAULT_FIELD_ANGLE_DEG
 
 SEGMENT_OUT_EXTRA = [
     pa.field("read_path", pa.string()),
@@ -48,30 +48,6 @@ def quantify_stage_schema(targets: list[str], emit_masks: bool = True) -> pa.Sch
     fields = [f for f in img if f.name != "path"]
     mask_only = [f for f in S.mask_schema(targets) if f.name not in {x.name for x in fields}] if emit_masks else []
     return pa.schema(fields + mask_only + [pa.field("segments_ipc", pa.binary())])
-
-
-def load_lookup(lookup_path: str | None, fs) -> dict[str, tuple[str, float | None]]:
-    """read_path -> (image_id, original mm/px) for one commit batch (written by the driver)."""
-    if not lookup_path:
-        return {}
-    import pyarrow.parquet as pq
-
-    with fs.open(lookup_path, "rb") as f:
-        t = pq.read_table(io.BytesIO(f.read()))
-    mm = t["mm_per_px"].to_pylist() if "mm_per_px" in t.column_names else [None] * t.num_rows
-    return {rp: (iid, m) for rp, iid, m in zip(t["read_path"].to_pylist(), t["image_id"].to_pylist(), mm)}
-
-
-def load_given_scale(path: str | None, fs) -> dict[str, tuple[float, str]] | None:
-    """image_id -> (the pixel size the input gave, its scale_source) for reprocess; None when there is no table."""
-    if not path:
-        return None
-    import pyarrow.parquet as pq
-
-    with fs.open(path, "rb") as f:
-        t = pq.read_table(io.BytesIO(f.read()))
-    return {i: (m, src) for i, m, src in zip(t["image_id"].to_pylist(), t["original_mm_per_px"].to_pylist(),
-                                             t["scale_source"].to_pylist())}
 
 
 def limit_threads(n: int) -> None:
@@ -271,7 +247,7 @@ class QuantifyStage:
     def quantify_row(self, row: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()
         read_path = row.pop("read_path", None)
-        mm_orig, source = self._given_pixel_size(row, read_path)
+        mm_orig, source = given_pixel_size(row, read_path, self.lookup, self.given_scale)
         row["original_mm_per_px"] = _plain(mm_orig) if mm_orig is not None else None
         canvas = row.pop("canvas_rgb", None)
         pending = bool(row.pop("masks_pending", None))
@@ -290,18 +266,6 @@ class QuantifyStage:
                            null_reasons=json.dumps({"*": traceback.format_exc(limit=3)[-500:]}))
         row["quantify_seconds"] = time.perf_counter() - t0
         return row
-
-    def _given_pixel_size(self, row: dict[str, Any], read_path: str | None) -> tuple[float | None, str]:
-        """(original mm/px, scale_source) the input states: the manifest's, else the DICOM header's; (None, ...)
-        when only an estimate is possible. A reprocess takes them from the image rows (`given_scale`)."""
-        if self.given_scale is not None:
-            return self.given_scale.get(row.get("image_id"), (None, "manifest"))
-        hit = self.lookup.get(read_path) if read_path is not None else None
-        if hit is not None and hit[1] is not None:
-            return hit[1], "manifest"
-        if row.get("dicom_pixel_spacing_mm") is not None:
-            return row["dicom_pixel_spacing_mm"], "dicom"
-        return row.get("original_mm_per_px"), "manifest"  # stored masks of an output without scale_source: as given
 
     def _biomarkers(self, row: dict[str, Any], canvas: bytes | None, pending: bool = False,
                     evidence: dict[str, bytes | None] | None = None, source: str = "manifest") -> None:
@@ -388,25 +352,6 @@ def warm_up_biomarkers() -> None:
                            Scale(0.01, "manifest"), provided=("vessel", "optic_disc"))
     except Exception:  # noqa: BLE001 - warm-up only
         pass
-
-
-def make_scale(original_mm_per_px, geom, masks, fov, field_angle_deg: float = DEFAULT_FIELD_ANGLE_DEG,
-               given_source: str = "manifest"):
-    """Scale of the canvas grid: from the manifest (or DICOM header) when given, else estimated by retsam_core
-    (FOV, then disc)."""
-    from retsam_core.preprocess import canvas_mm_per_px
-
-    manifest = None
-    if original_mm_per_px is not None and original_mm_per_px > 0:
-        manifest = canvas_mm_per_px(float(original_mm_per_px), geom)
-    try:
-        from retsam_core.biomarkers.scale import estimate_scale
-    except ImportError:  # older core without the estimator
-        from retsam_core.biomarkers import Scale
-
-        return Scale(manifest, "manifest") if manifest else Scale(None, "none")
-    return estimate_scale(fov, masks, manifest_mm_per_px=manifest, field_angle_deg=field_angle_deg,
-                          given_source=given_source)
 
 
 def explode_segments(batch: pa.Table) -> pa.Table:
