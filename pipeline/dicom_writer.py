@@ -20,7 +20,8 @@ def dicom_photograph(pixels: np.ndarray, *, compression: str = "jpeg", lateralit
     """`pixels` (h, w, 3) RGB or (h, w) grayscale uint8 as a Part-10 DICOM file.
 
     compression: "jpeg" (JPEG Baseline, YBR_FULL_422, as most fundus cameras export), "j2k" (lossless JPEG 2000),
-    "rle" (RLE Lossless) or "raw" (explicit VR little endian). `mm_per_px` may be (row, column) spacing. `frames` repeats the image."""
+    "rle" (RLE Lossless) or "raw" (explicit VR little endian). `mm_per_px` may be (row, column) spacing; `frames`
+    repeats the image."""
     from PIL import Image
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.encaps import encapsulate

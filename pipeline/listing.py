@@ -82,7 +82,7 @@ def list_inputs(uri: str, storage_options: dict | None = None) -> Listing:
         else:
             found = [path]
             root = posixpath.dirname(path) + "/"
-    found = [p for p in found if not any(part.startswith(".") or part.startswith("_") for part in p[len(root):].split("/"))]
+    found = [p for p in found if not any(part.startswith((".", "_")) for part in p[len(root):].split("/"))]
     others = [p for p in found if not _is_image(p)]
     found = sorted(p for p in found if _is_image(p))
     ids = [image_id_for(p, root, proto) for p in found]

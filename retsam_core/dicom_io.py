@@ -54,7 +54,8 @@ def read_dicom(data: bytes, min_side: int, max_pixels: int) -> DicomFile:
     if min(rows, cols) < min_side:
         raise ImageError(f"image too small: {cols}x{rows} px (minimum side {min_side} px)")
     if rows * cols > max_pixels:
-        raise ImageError(f"image too large: {cols}x{rows} px = {rows * cols / 1e6:.0f} MP (limit {max_pixels / 1e6:.0f} MP)")
+        raise ImageError(f"image too large: {cols}x{rows} px = {rows * cols / 1e6:.0f} MP "
+                         f"(limit {max_pixels / 1e6:.0f} MP)")
     photometric = str(ds.get("PhotometricInterpretation", ""))
     if int(ds.get("SamplesPerPixel", 1) or 1) == 1 and photometric != "PALETTE COLOR":
         raise UngradableImage(f"grayscale DICOM ({photometric or 'one sample per pixel'}; red-free?): "
@@ -91,7 +92,8 @@ def dicom_pixels(f: DicomFile) -> np.ndarray:
 
                 arr = apply_color_lut(arr, ds)
     except Exception as exc:  # noqa: BLE001 - a missing codec or damaged fragments
-        raise ImageError(f"cannot decode DICOM pixel data ({_transfer_syntax(ds)}): {type(exc).__name__}: {exc}") from None
+        raise ImageError(f"cannot decode DICOM pixel data ({_transfer_syntax(ds)}): "
+                         f"{type(exc).__name__}: {exc}") from None
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         arr = arr[0]

@@ -1,8 +1,8 @@
 """Pixel size of the mask grid when the manifest does not give one.
 
-Order of trust: the manifest (or the file's own header: DICOM PixelSpacing); the field-of-view diameter under an assumed camera field angle (about 0.29 mm of
-retina per degree near the posterior pole, Bennett/Drasdo); the optic disc diameter against the population mean of
-about 1.8 mm. The source is always recorded so a cohort can be stratified or re-scaled later.
+Order of trust: the manifest (or the file's own header: DICOM PixelSpacing); the field-of-view diameter under an
+assumed camera field angle (about 0.29 mm of retina per degree near the posterior pole, Bennett/Drasdo); the optic
+disc diameter against the population mean of about 1.8 mm. The source is always recorded so a cohort can be stratified or re-scaled later.
 """
 
 from __future__ import annotations
