@@ -27,19 +27,25 @@ def test_s3_input_and_output(demo_cohort, s3_bucket, s3_endpoint, ray_local):
     names = ["retina_q75.jpg", "retina_hflip.jpg", "bad_truncated.jpg", "odd_rgba.png"]
     for n in names:
         s3.put_object(Bucket=s3_bucket, Key=f"cohort/site A/{n}", Body=(demo_cohort.input_dir / n).read_bytes())
+    # an archive's DICOM export without a file extension, named by the manifest
+    dicom = (demo_cohort.input_dir / "retina_op.dcm").read_bytes()
+    s3.put_object(Bucket=s3_bucket, Key="cohort/site A/IM000001", Body=dicom)
     manifest = "path,participant_id,eye\n" + "".join(f"site A/{n},P{i},OD\n" for i, n in enumerate(names))
+    manifest += "site A/IM000001,P4,OS\n"
     s3.put_object(Bucket=s3_bucket, Key="cohort/manifest.csv", Body=manifest.encode())
     out = f"s3://{s3_bucket}/results/run1"
     s = run_cohort(f"s3://{s3_bucket}/cohort/manifest.csv", out, fast_config(shard_size=2), **QUIET)
-    assert s["processed"] == 4 and s["failed"] == 1 and s["ok"] == 3
+    assert s["processed"] == 5 and s["failed"] == 1 and s["ok"] == 4
     frames = scan(out)  # credentials/endpoint from the AWS_* environment
     df = frames["images"].collect()
-    assert sorted(df["image_id"].to_list()) == sorted(f"site A/{n}" for n in names)
+    assert sorted(df["image_id"].to_list()) == sorted([f"site A/{n}" for n in names] + ["site A/IM000001"])
+    op = df.filter(pl.col("image_id") == "site A/IM000001").row(0, named=True)
+    assert op["status"] == "ok" and op["format"].startswith("DICOM") and op["scale_source"] == "dicom"
     assert df.filter(pl.col("image_id") == "site A/bad_truncated.jpg")["error"].item().startswith("corrupt or truncated")
-    assert set(df["participant_id"]) == {"P0", "P1", "P2", "P3"}
+    assert set(df["participant_id"]) == {"P0", "P1", "P2", "P3", "P4"}
     assert df["path"].to_list()[0].startswith(f"s3://{s3_bucket}/cohort/site A/")
     assert frames["segments"].collect().height == df["n_segment_rows"].sum() > 0
-    assert frames["masks"].collect().height == 3
+    assert frames["masks"].collect().height == 4
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="results/run1/")["Contents"]]
     assert not [k for k in keys if "/_staging/" in k]
     assert len([k for k in keys if k.startswith("results/run1/images/")]) == s["batches"]
@@ -47,6 +53,7 @@ def test_s3_input_and_output(demo_cohort, s3_bucket, s3_endpoint, ray_local):
     # resumable on S3 too; and an s3:// prefix as input
     s2 = run_cohort(f"s3://{s3_bucket}/cohort/", out, fast_config(), **QUIET)
     assert s2["processed"] == 0 and s2["skipped"] == 4
+    assert s2["other_files_not_listed"] == 2  # the manifest and the extensionless DICOM: counted, named in the log
     # never print secrets
     import json
 
