@@ -5,7 +5,8 @@ lossless PNG, a JPEG Baseline DICOM whose header gives the eye and the pixel spa
 mode seen in real cohorts: empty, truncated JPEG, non-image text, grayscale, a red-free (monochrome) DICOM, 16-bit
 PNG, RGBA PNG, a JPEG stored sideways with an EXIF orientation tag, tiny, huge (8000x6000) and an all-black frame
 with no field of view.
-A manifest (CSV) lists every file with participant/eye/visit/site/device metadata.
+A manifest (CSV) lists every file with participant/eye/visit/site/device metadata; its eye is the photograph's,
+except for one file labelled the wrong eye on purpose (`MISLABELLED_EYE`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,15 @@ EXPECTED_WARN = {
 
 
 DEMO_FIELD_MM = 14.0  # the original photograph: a 45 degree field of ~14 mm across its 1411 px
+
+
+MISLABELLED_EYE = "retina_q25.jpg"  # the manifest names the wrong eye: the report's laterality check finds it
+
+
+def demo_eye(name: str) -> str:
+    """The manifest's eye: skimage's photograph is a left eye (OS), its mirror image a right eye (OD)."""
+    right = "hflip" in name
+    return "OD" if right != (name == MISLABELLED_EYE) else "OS"
 
 
 @dataclass
@@ -161,7 +171,7 @@ def build_demo(root: str | Path, side: int | None = None, huge: bool = True, man
         rows.append({
             "path": name,
             "participant_id": f"P{k // 2 + 1:03d}",
-            "eye": "OD" if k % 2 == 0 else "OS",
+            "eye": demo_eye(name),
             "visit": "baseline" if k % 3 else "followup-1",
             "site": "demo-site-A" if k < 12 else "demo-site-B",
             "device": "skimage-retina",

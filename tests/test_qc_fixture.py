@@ -103,6 +103,7 @@ def make_output(root: Path, n_ok: int = 6, n_error: int = 2, n_ungradable: int =
             age=float(40 + 3 * i), status=status, error=None, quality_grade=None, quality_score=None,
             crae_knudtson_um_zone_b=None, crve_knudtson_um_zone_b=None, avr_knudtson_zone_b=None, cdr_vertical=None,
             vessel_density_all_retina=None, fd_box_skeleton_all_retina=None, tortuosity_distance_all_retina=None,
+            laterality=None,
             disc_radius_px=None, segmenter="classical-v1", model_hash="", run_id=RUN_ID, quant_id=f"q{i}",
             segment_seconds=float(0.2 + i / 100), quantify_seconds=float(0.1 + i / 200),
         )
@@ -127,6 +128,7 @@ def make_output(root: Path, n_ok: int = 6, n_error: int = 2, n_ungradable: int =
                 cdr_vertical=float(rng.uniform(0.2, 0.6)), vessel_density_all_retina=float(m["vessel"].mean()),
                 fd_box_skeleton_all_retina=float(rng.normal(1.45, 0.03)),
                 tortuosity_distance_all_retina=float(1 + rng.gamma(2, 0.05)), disc_radius_px=45.0, null_reasons="{}",
+                laterality=eyes[(i + (i == 4)) % 2],  # the photograph's eye; image 4 is labelled the wrong eye
             )
             if "artery" not in m:  # no A/V: calibre biomarkers are null, with the reason
                 base.update(crae_knudtson_um_zone_b=None, crve_knudtson_um_zone_b=None, avr_knudtson_zone_b=None,

@@ -3,6 +3,8 @@ the real `retsam` command line."""
 
 from __future__ import annotations
 
+import re
+
 import shutil
 
 import cv2
@@ -11,6 +13,7 @@ import polars as pl
 import pytest
 
 
+from pipeline.demo import MISLABELLED_EYE
 from pipeline.qc.overlays import overlay_uri
 from pipeline.scan import scan
 from retsam_core.mask_codec import decode_mask
@@ -68,8 +71,13 @@ def test_report_from_real_run(run_copy):
     out, summary = run_copy
     assert retsam("report", str(out)) == 0
     html = (out / "report.html").read_text()
-    for s in ("summary", "status", "quality", "biomarkers", "groups", "outliers", "runs", "timings"):
+    for s in ("summary", "status", "quality", "laterality", "biomarkers", "groups", "outliers", "runs", "timings"):
         assert f'<section id="{s}">' in html
+    # the DICOM's header eye agrees with the eye its photograph shows
+    lat = html[html.index('<section id="laterality">'):html.index('<section id="biomarkers">')]
+    assert re.search(r"<td>DICOM header</td><td class=\"num\">1</td>", lat), lat
+    listed = re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td>", lat[lat.index("<h3>Disagreements</h3>"):])
+    assert listed == [("manifest eye", MISLABELLED_EYE)], listed  # the one eye the demo manifest names wrongly
     assert f"{summary['ok']} / {summary['error']} / {summary['ungradable']}" in html
     assert summary["run_id"] in html and "truncated" in html and "site" in html
     shot = out / "shot.png"

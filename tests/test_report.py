@@ -85,6 +85,17 @@ def test_sections_and_numbers(report):
     assert "classical-v1" in html and "weights-free" in html and "segment_s" in html and "processing_s" in html
 
 
+def test_laterality_check_lists_the_mislabelled_eye(report):
+    """The fixture's image 4 is labelled the left eye in the manifest while the photograph shows the right one."""
+    _, _, html = report
+    sec = html[html.index('<section id="laterality">'):html.index('<section id="biomarkers">')]
+    counts = re.search(r"<td>manifest eye</td>((?:<td[^>]*>[^<]*</td>)+)</tr>", sec)
+    assert counts and re.findall(r">(\d+)<", counts.group(1)) == ["5", "1"]  # agrees, disagrees (6 ok images)
+    listed = sec[sec.index("<h3>Disagreements</h3>"):]
+    assert "subj004/visit 1#R" in listed and listed.count("<tr>") == 1 + 1  # header + the one image
+    assert "DICOM header" not in sec  # no image states an eye in a DICOM header
+
+
 def test_self_contained(report):
     _, _, html = report
     assert "<script" not in html and "<link" not in html and "@import" not in html

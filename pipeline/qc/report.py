@@ -4,7 +4,7 @@ Scales with the cohort: every number is a Polars aggregate over the lazily scann
 binned counts, top-k); no step materialises all rows of a table. The only row-level data read are the few outlier
 rows (top-k) and their masks for the overlay thumbnails.
 
-Sections (HTML ids): summary, status, quality, biomarkers, groups, outliers, runs, timings.
+Sections (HTML ids): summary, status, quality, laterality, biomarkers, groups, outliers, runs, timings.
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ from pipeline.qc.common import (
     scan_tables,
     write_bytes,
 )
+from pipeline.qc.laterality import laterality_queries, laterality_section
 from pipeline.qc.report_sections import (
     MAX_GROUP_LEVELS,
+    _table,
     N_BINS,
     OUTLIER_Z,
     biomarker_section,
@@ -163,6 +165,7 @@ def report_html(
             *[pl.col(c).quantile(0.95).alias(f"{c}|p95") for c in timing_cols],
             *[pl.col(c).max().alias(f"{c}|max") for c in timing_cols],
         )
+    q.update(laterality_queries(ok, schema))
     if "processed_at" in schema:
         q["span"] = images.select(pl.col("processed_at").min().alias("first"), pl.col("processed_at").max().alias("last"))
     keys = list(q)
@@ -249,6 +252,7 @@ def report_html(
     parts["summary"] = summary_section(output, n, res.get("status"), res.get("span"), runs, bio, groups)
     parts["status"] = status_section(res.get("status"), res.get("errors"), res.get("error_kinds"), pick(schema, ERROR_COLUMNS))
     parts["quality"] = quality_section(grade, score, res.get("grade"), res.get("grade_by"), groups, hres.get(score), edges.get(score), stats.get(score or "", {}), low_q)
+    parts["laterality"] = laterality_section(res.get("laterality_counts"), res.get("laterality_disagree"), _table)
     parts["biomarkers"] = biomarker_section(bio, stats, hres, edges, groups)
     parts["groups"] = groups_section(bio, groups, hres, levels)
     t_ov = time.perf_counter()
