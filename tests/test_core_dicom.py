@@ -70,6 +70,11 @@ def test_header_facts_come_back_without_patient_identifiers(retina):
     assert bare["dicom_laterality"] is None and bare["dicom_pixel_spacing_mm"] is None
     assert bare["dicom_field_of_view_deg"] is None
     assert decode_image(dicom_photograph(retina, compression="raw", laterality="B")).header["dicom_laterality"] is None
+    series_level = pydicom.dcmread(io.BytesIO(dicom_photograph(retina, compression="raw", laterality=None)))
+    series_level.Laterality = "L"  # some archives fill only the series-level attribute
+    buf = io.BytesIO()
+    series_level.save_as(buf)
+    assert decode_image(buf.getvalue()).header["dicom_laterality"] == "left"
 
 
 def test_non_square_pixel_spacing_is_not_taken_as_the_pixel_size(retina):
