@@ -39,6 +39,17 @@ def test_segment_writes_original_size_masks(demo_cohort, tmp_path, capsys):
     assert "too small" in capsys.readouterr().err
 
 
+def test_segment_reads_a_dicom_like_its_jpeg(demo_cohort, tmp_path):
+    """retina_op.dcm holds retina_q95.jpg's photograph: its masks come out at that size and nearly the same."""
+    dicom, jpeg = demo_cohort.input_dir / "retina_op.dcm", demo_cohort.input_dir / "retina_q95.jpg"
+    assert main(["segment", str(dicom), str(jpeg), "--out", str(tmp_path), "--canvas-size", "256",
+                 "--segmenter", "classical"]) == 0
+    a = cv2.imread(str(tmp_path / "retina_op_vessel.png"), cv2.IMREAD_UNCHANGED) > 0
+    b = cv2.imread(str(tmp_path / "retina_q95_vessel.png"), cv2.IMREAD_UNCHANGED) > 0
+    assert a.shape == b.shape == cv2.imread(str(jpeg)).shape[:2]
+    assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.9  # JPEG quality 92 against 95: the same vessels
+
+
 def test_demo_command_end_to_end(tmp_path, capsys, ray_local):
     rc = main(["demo", str(tmp_path / "demo"), "--side", "320", "--no-huge", "--canvas-size", "256",
                "--segmenter", "classical", "--no-progress"])
