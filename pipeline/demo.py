@@ -128,6 +128,8 @@ def good_variants(side: int | None = None) -> dict[str, bytes]:
         "retina_x1.5.jpg": _jpeg(cv2.resize(base, (int(s * 1.5),) * 2, interpolation=cv2.INTER_CUBIC)),
         # as a screening archive exports it: JPEG Baseline DICOM whose header gives the eye and the pixel spacing
         "retina_op.dcm": dicom_photograph(base, laterality="L", mm_per_px=DEMO_FIELD_MM / s),
+        # a lossless DICOM from a narrower (30 degree) camera with no pixel spacing: scaled from its field of view
+        "retina_op_fov30.dcm": dicom_photograph(base, compression="rle", laterality="L", fov_deg=30.0),
     }
     return out
 

@@ -1,4 +1,5 @@
-"""Where a row's pixel size comes from: the manifest, a DICOM header, the image rows (reprocess), or an estimate.
+"""Where a row's pixel size comes from: the manifest, a DICOM header, the image rows (reprocess), or an estimate
+(the field of view under the DICOM header's field angle, else the config's).
 
 Why one place: the source decides whether a reprocess may reuse the size or must estimate it again, and it is
 written to every row (`scale_source`), so the run, reprocess and quantify paths must agree on it.
@@ -10,6 +11,8 @@ import io
 from typing import Any
 
 from retsam_core.preprocess import DEFAULT_FIELD_ANGLE_DEG
+
+PLAUSIBLE_FIELD_DEG = (10.0, 200.0)  # fundus cameras 20-60 degrees, ultra-widefield up to 200; outside: a bad header
 
 
 def load_lookup(lookup_path: str | None, fs) -> dict[str, tuple[str, float | None]]:
@@ -24,24 +27,27 @@ def load_lookup(lookup_path: str | None, fs) -> dict[str, tuple[str, float | Non
     return {rp: (iid, m) for rp, iid, m in zip(t["read_path"].to_pylist(), t["image_id"].to_pylist(), mm)}
 
 
-def load_given_scale(path: str | None, fs) -> dict[str, tuple[float, str]] | None:
-    """image_id -> (the pixel size the input gave, its scale_source) for reprocess; None when there is no table."""
+def load_scale_inputs(path: str | None, fs) -> dict[str, tuple[float | None, str | None, float | None]] | None:
+    """image_id -> (given original mm/px, its scale_source, DICOM field of view in degrees), for reprocess: the
+    stored masks do not say which pixel sizes were given, the image rows do. None when there is no table."""
     if not path:
         return None
     import pyarrow.parquet as pq
 
     with fs.open(path, "rb") as f:
         t = pq.read_table(io.BytesIO(f.read()))
-    return {i: (m, src) for i, m, src in zip(t["image_id"].to_pylist(), t["original_mm_per_px"].to_pylist(),
-                                             t["scale_source"].to_pylist())}
+    return {i: (m, src, a) for i, m, src, a in zip(t["image_id"].to_pylist(), t["original_mm_per_px"].to_pylist(),
+                                                   t["scale_source"].to_pylist(),
+                                                   t["dicom_field_of_view_deg"].to_pylist())}
 
 
 def given_pixel_size(row: dict[str, Any], read_path: str | None, lookup: dict,
-                     given_scale: dict | None) -> tuple[float | None, str]:
+                     scale_inputs: dict | None) -> tuple[float | None, str]:
     """(original mm/px, scale_source) the input states: the manifest's, else the DICOM header's; (None, ...) when
-    only an estimate is possible. A reprocess takes them from the image rows (`given_scale`)."""
-    if given_scale is not None:
-        return given_scale.get(row.get("image_id"), (None, "manifest"))
+    only an estimate is possible. A reprocess takes them from the image rows (`scale_inputs`)."""
+    if scale_inputs is not None:
+        mm, source, _ = scale_inputs.get(row.get("image_id"), (None, None, None))
+        return (mm, source) if mm is not None else (None, "manifest")
     hit = lookup.get(read_path) if read_path is not None else None
     if hit is not None and hit[1] is not None:
         return hit[1], "manifest"
@@ -50,20 +56,27 @@ def given_pixel_size(row: dict[str, Any], read_path: str | None, lookup: dict,
     return row.get("original_mm_per_px"), "manifest"  # stored masks of an output without scale_source: as given
 
 
+def field_angle(row: dict[str, Any], config_angle: float, scale_inputs: dict | None) -> tuple[float, str]:
+    """(camera field angle for a field-of-view estimate, the scale_source that estimate gets): the DICOM header's
+    HorizontalFieldOfView when it has a plausible one, else the config's (a cohort-wide assumption)."""
+    if scale_inputs is not None:
+        header = scale_inputs.get(row.get("image_id"), (None, None, None))[2]
+    else:
+        header = row.get("dicom_field_of_view_deg")
+    if header is not None and PLAUSIBLE_FIELD_DEG[0] <= float(header) <= PLAUSIBLE_FIELD_DEG[1]:
+        return float(header), "dicom_fov_estimate"
+    return float(config_angle), "fov_estimate"
+
+
 def make_scale(original_mm_per_px, geom, masks, fov, field_angle_deg: float = DEFAULT_FIELD_ANGLE_DEG,
-               given_source: str = "manifest"):
+               given_source: str = "manifest", fov_source: str = "fov_estimate"):
     """Scale of the canvas grid: from the manifest (or DICOM header) when given, else estimated by retsam_core
-    (FOV, then disc)."""
+    (FOV under `field_angle_deg`, then disc)."""
+    from retsam_core.biomarkers.scale import estimate_scale
     from retsam_core.preprocess import canvas_mm_per_px
 
     manifest = None
     if original_mm_per_px is not None and original_mm_per_px > 0:
         manifest = canvas_mm_per_px(float(original_mm_per_px), geom)
-    try:
-        from retsam_core.biomarkers.scale import estimate_scale
-    except ImportError:  # older core without the estimator
-        from retsam_core.biomarkers import Scale
-
-        return Scale(manifest, "manifest") if manifest else Scale(None, "none")
     return estimate_scale(fov, masks, manifest_mm_per_px=manifest, field_angle_deg=field_angle_deg,
-                          given_source=given_source)
+                          given_source=given_source, fov_source=fov_source)

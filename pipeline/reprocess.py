@@ -75,7 +75,7 @@ def _reprocess_output(output_uri: str, cfg: PipelineConfig, run_id: str, *, batc
                 files.append(p)
                 rows += meta.num_rows
         ends.append((ends[-1] if ends else 0) + rows)
-    given_scale_path = _write_given_scale(out, todo, out.staging(f"reprocess-{run_id}-given-scale.parquet"))
+    scale_inputs_path = _write_scale_inputs(out, todo, out.staging(f"reprocess-{run_id}-scale-inputs.parquet"))
     cfg_d = cfg.to_dict()
     cfg_d.pop("storage_options", None)
     cfg_d["emit_masks"] = False
@@ -119,7 +119,7 @@ def _reprocess_output(output_uri: str, cfg: PipelineConfig, run_id: str, *, batc
         ds = ray.data.read_parquet(files, filesystem=None if out.local else out.fs)
         ds = ds.map_batches(
             QuantifyStage, fn_constructor_kwargs=dict(config=cfg_d, lookup_path=None, fs=out.fs, provenance=prov,
-                                                      targets=targets or [], given_scale_path=given_scale_path),
+                                                      targets=targets or [], scale_inputs_path=scale_inputs_path),
             compute=ActorPoolStrategy(min_size=1, max_size=max(plan["segment_actors"], plan["quantify_actors"])),
             num_cpus=plan["quantify_num_cpus"], batch_size=int(cfg.quantify_batch_size), batch_format="pyarrow")
         ds.context.execution_options.preserve_order = True  # batches come out contiguous, in order
@@ -135,8 +135,8 @@ def _reprocess_output(output_uri: str, cfg: PipelineConfig, run_id: str, *, batc
     while bi < len(todo):  # batches without masks (or an empty stream)
         commit(bi)
         bi += 1
-    if given_scale_path:
-        out.rm(given_scale_path)
+    if scale_inputs_path:
+        out.rm(scale_inputs_path)
     elapsed = time.time() - t0
     out.write_json(out.path("_runs", f"{run_id}.json"), {
         "run_id": run_id, "kind": "reprocess", "output": output_uri, "config": cfg.redacted(),
@@ -147,15 +147,29 @@ def _reprocess_output(output_uri: str, cfg: PipelineConfig, run_id: str, *, batc
     return {**counts, "run_id": run_id, "elapsed_s": elapsed}
 
 
-def _write_given_scale(out: Output, batches: list[str], path: str) -> str | None:
-    """Write image_id -> original mm/px for the images whose pixel size the input gave (scale_source in
-    GIVEN_SCALE_SOURCES); None for an output written before scale_source existed (stored sizes are then reused)."""
+def _write_scale_inputs(out: Output, batches: list[str], path: str) -> str | None:
+    """Write what a reprocess needs per image to scale it as the run did, from the image rows: the original mm/px
+    where the input gave it (scale_source in GIVEN_SCALE_SOURCES) and the DICOM header's field of view. None for an
+    output written before scale_source existed (stored sizes are then reused as they are)."""
+    cols = ["image_id", "scale_source", "original_mm_per_px"]
     try:
-        images = out.read_images(columns=["image_id", "scale_source", "original_mm_per_px"], batches=batches)
-    except (pa.ArrowInvalid, KeyError):  # a file without scale_source
-        return None
-    given = images.filter(pc.fill_null(pc.is_in(images["scale_source"], pa.array(GIVEN_SCALE_SOURCES)), False))
-    out.write_table(given.select(["image_id", "original_mm_per_px", "scale_source"]), path)
+        images = out.read_images(columns=cols + ["dicom_field_of_view_deg"], batches=batches)
+    except (pa.ArrowInvalid, KeyError):  # written before 0.2.4: no DICOM columns
+        try:
+            images = out.read_images(columns=cols, batches=batches)
+        except (pa.ArrowInvalid, KeyError):  # a file without scale_source
+            return None
+        images = images.append_column("dicom_field_of_view_deg", pa.nulls(images.num_rows, pa.float64()))
+    given = pc.fill_null(pc.is_in(images["scale_source"], pa.array(GIVEN_SCALE_SOURCES)), False)
+    keep = pc.or_(given, pc.is_valid(images["dicom_field_of_view_deg"]))
+    table = pa.table({
+        "image_id": images["image_id"],
+        "original_mm_per_px": pc.if_else(given, images["original_mm_per_px"].cast(pa.float64()),
+                                         pa.scalar(None, pa.float64())),
+        "scale_source": pc.if_else(given, images["scale_source"].cast(pa.string()), pa.scalar(None, pa.string())),
+        "dicom_field_of_view_deg": images["dicom_field_of_view_deg"].cast(pa.float64()),
+    }).filter(keep)
+    out.write_table(table, path)
     return path
 
 

@@ -27,7 +27,7 @@ IMAGE_BASE_FIELDS: list[pa.Field] = [
     # what a DICOM file's header states (null for other formats); patient identifiers and dates are never read
     pa.field("dicom_laterality", pa.string(), metadata={"description": "DICOM ImageLaterality (or Laterality): right / left"}),
     pa.field("dicom_pixel_spacing_mm", pa.float64(), metadata={"unit": "mm/px", "description": "DICOM PixelSpacing when square; the pixel size unless the manifest gives one"}),
-    pa.field("dicom_field_of_view_deg", pa.float64(), metadata={"unit": "degree", "description": "DICOM HorizontalFieldOfView (recorded; the field angle used for estimates is the config's)"}),
+    pa.field("dicom_field_of_view_deg", pa.float64(), metadata={"unit": "degree", "description": "DICOM HorizontalFieldOfView: the field angle of this image's scale estimate when it has no pixel size"}),
     pa.field("dicom_device", pa.string(), metadata={"description": "DICOM Manufacturer and ManufacturerModelName"}),
     pa.field("dicom_sop_instance_uid", pa.string(), metadata={"description": "DICOM SOPInstanceUID: links a row to the archive's instance"}),
     pa.field("n_segment_rows", pa.int64(), metadata={"description": "rows of this image in segments/"}),

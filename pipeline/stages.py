@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from pipeline import schema as S
 from pipeline.config import field_angle_of
-from pipeline.pixel_size import given_pixel_size, load_given_scale, load_lookup, make_scale
+from pipeline.pixel_size import field_angle, given_pixel_size, load_lookup, load_scale_inputs, make_scale
 from retsam_core.dicom_io import HEADER_FIELDS
 from retsam_core.finishing import EVIDENCE, Finisher, PendingMasks, evidence_support
 
@@ -218,11 +218,11 @@ class QuantifyStage:
     """Biomarkers from the masks (CPU). Used by `run` (after SegmentStage), `reprocess` and `quantify`."""
 
     def __init__(self, config: dict, lookup_path: str | None, fs, provenance: dict, targets: list[str],
-                 finisher: dict | None = None, given_scale_path: str | None = None):
+                 finisher: dict | None = None, scale_inputs_path: str | None = None):
         self.cfg = config
         # reprocess: the stored masks carry the pixel size the first run used, estimated or given; only a given one
         # may be reused, so that an estimate is made again (under this config's field angle) and keeps its source
-        self.given_scale = load_given_scale(given_scale_path, fs)
+        self.scale_inputs = load_scale_inputs(scale_inputs_path, fs)
         self.finisher = Finisher.from_dict(finisher) if finisher is not None else None
         self.pass_image = bool(config.get("pass_image_to_quantify", True))
         limit_threads(int(float(config.get("quantify_num_cpus") or 1)))
@@ -247,7 +247,7 @@ class QuantifyStage:
     def quantify_row(self, row: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()
         read_path = row.pop("read_path", None)
-        mm_orig, source = given_pixel_size(row, read_path, self.lookup, self.given_scale)
+        mm_orig, source = given_pixel_size(row, read_path, self.lookup, self.scale_inputs)
         row["original_mm_per_px"] = _plain(mm_orig) if mm_orig is not None else None
         canvas = row.pop("canvas_rgb", None)
         pending = bool(row.pop("masks_pending", None))
@@ -285,7 +285,8 @@ class QuantifyStage:
             masks = self._finish(row, masks, image, fov, evidence or {})
         if not self.pass_image:
             image = None
-        scale = make_scale(row.get("original_mm_per_px"), geom, masks, fov, field_angle_of(self.cfg), source)
+        angle, fov_source = field_angle(row, field_angle_of(self.cfg), self.scale_inputs)
+        scale = make_scale(row.get("original_mm_per_px"), geom, masks, fov, angle, source, fov_source)
         res = compute_biomarkers(masks, fov, scale, image=image, provided=self.prov["provided_targets"])
         for f in self.bio_fields:
             row[f.name] = _plain(res.values.get(f.name))

@@ -90,6 +90,12 @@ def test_dicom_header_gives_the_pixel_size_and_the_eye(demo_run):
     assert op["dicom_field_of_view_deg"] == 45.0 and op["dicom_sop_instance_uid"].startswith("1.2.")
     assert all(rows[n]["dicom_sop_instance_uid"] is None for n in rows if not n.endswith(".dcm"))
     assert rows["bad_red_free.dcm"]["dicom_laterality"] is None  # refused before the header facts were kept
+    # no pixel spacing, a 30 degree field in the header: the field of view is scaled under 30 degrees, not the
+    # configured 45; the same pixels losslessly (retina_lossless.png) get the 45 degree estimate
+    fov30, png = rows["retina_op_fov30.dcm"], rows["retina_lossless.png"]
+    assert fov30["status"] == "ok" and "RLE" in fov30["format"] and fov30["dicom_pixel_spacing_mm"] is None
+    assert fov30["scale_source"] == "dicom_fov_estimate" and png["scale_source"] == "fov_estimate"
+    assert fov30["scale_mm_per_px"] / png["scale_mm_per_px"] == pytest.approx(30.0 / 45.0, rel=1e-9)
 
 
 def test_parquet_layout_readable_by_polars_and_duckdb(demo_run):
@@ -149,24 +155,26 @@ def test_reprocess_from_masks_rewrites_biomarkers(demo_run, tmp_path, ray_local)
 
 def test_reprocess_under_another_field_angle_rescales_only_the_estimates(demo_run, tmp_path, ray_local):
     """Why reprocess exists: a cohort run under the wrong camera field angle is re-scaled from its stored masks;
-    a pixel size the manifest gave is kept, one estimated from the field of view follows the new angle."""
+    a pixel size the manifest or a DICOM header gave is kept, and so is a DICOM header's field angle (30 degrees
+    for retina_op_fov30.dcm); an estimate under the configured angle follows the new angle."""
     from pipeline.reprocess import reprocess_output
 
     out = tmp_path / "copy"
     shutil.copytree(demo_run[0], out)
     ok = pl.col("status") == "ok"
     before = _images(out).filter(ok).sort("image_id")
-    reprocess_output(str(out), fast_config(field_angle_deg=30.0), **QUIET)
+    reprocess_output(str(out), fast_config(field_angle_deg=35.0), **QUIET)
     after = _images(out).filter(ok).sort("image_id")
     assert after["image_id"].to_list() == before["image_id"].to_list()
     ratio = (after["scale_mm_per_px"] / before["scale_mm_per_px"]).to_list()
     for src, r, crae_b, crae_a in zip(before["scale_source"], ratio, before["crae_knudtson_um_zone_b"],
                                       after["crae_knudtson_um_zone_b"]):
-        expected = 30.0 / 45.0 if src == "fov_estimate" else 1.0
+        expected = 35.0 / 45.0 if src == "fov_estimate" else 1.0  # given sizes and DICOM field angles stay
         assert r == pytest.approx(expected, rel=1e-9), src
         if crae_b is not None and crae_a is not None:
             assert crae_a / crae_b == pytest.approx(expected, rel=1e-6)
     assert (before["scale_source"] == "fov_estimate").sum() >= 5 and (before["scale_source"] == "manifest").sum() >= 3
+    assert set(before["scale_source"]) >= {"dicom", "dicom_fov_estimate"}
     assert after["scale_source"].to_list() == before["scale_source"].to_list()
 
 

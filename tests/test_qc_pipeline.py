@@ -73,9 +73,9 @@ def test_report_from_real_run(run_copy):
     html = (out / "report.html").read_text()
     for s in ("summary", "status", "quality", "laterality", "biomarkers", "groups", "outliers", "runs", "timings"):
         assert f'<section id="{s}">' in html
-    # the DICOM's header eye agrees with the eye its photograph shows
+    # the DICOMs' header eye agrees with the eye their photograph shows
     lat = html[html.index('<section id="laterality">'):html.index('<section id="biomarkers">')]
-    assert re.search(r"<td>DICOM header</td><td class=\"num\">1</td>", lat), lat
+    assert re.search(r"<td>DICOM header</td><td class=\"num\">2</td>", lat), lat  # both demo DICOMs agree
     listed = re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td>", lat[lat.index("<h3>Disagreements</h3>"):])
     assert listed == [("manifest eye", MISLABELLED_EYE)], listed  # the one eye the demo manifest names wrongly
     assert f"{summary['ok']} / {summary['error']} / {summary['ungradable']}" in html

@@ -60,7 +60,9 @@ def _build() -> list[Column]:
     # --- scale and layout ---------------------------------------------------------------------------------------
     add("scale_mm_per_px", "layout", "mm/px", "float64", "pixel size of the mask grid")
     add("scale_source", "layout", "", "string",
-        "how the pixel size was obtained: manifest, dicom (the file's PixelSpacing), fov_estimate, disc_estimate, none")
+        "how the pixel size was obtained: manifest, dicom (the file's PixelSpacing), fov_estimate (field of view "
+        "under the configured camera field angle), dicom_fov_estimate (under the DICOM header's field of view), "
+        "disc_estimate, none")
     add("fov_area_px", "layout", "px^2", "int64", "visible retina (field of view) area in pixels")
     add("fov_area_mm2", "layout", "mm^2", "float64", "visible retina area")
     add("fov_centre_x_px", "layout", "px", "float64", "field-of-view centroid, column")

@@ -34,9 +34,11 @@ def estimate_scale(
     manifest_mm_per_px: float | None = None,
     field_angle_deg: float = DEFAULT_FIELD_ANGLE_DEG,
     given_source: str = "manifest",
+    fov_source: str = "fov_estimate",
 ) -> Scale:
     """Scale from the manifest (or another `given_source` of GIVEN_SCALE_SOURCES, e.g. a DICOM header's pixel
-    spacing), else the FOV diameter and field angle, else the disc diameter, else unknown."""
+    spacing), else the FOV diameter and field angle (recorded as `fov_source`: where the angle came from), else the
+    disc diameter, else unknown."""
     if manifest_mm_per_px is not None and np.isfinite(manifest_mm_per_px) and manifest_mm_per_px > 0:
         if given_source not in GIVEN_SCALE_SOURCES:
             raise ValueError(f"given_source must be one of {GIVEN_SCALE_SOURCES}, not {given_source!r}")
@@ -44,7 +46,7 @@ def estimate_scale(
     d = fov_diameter_px(fov) if fov is not None else None
     # a usable circular field: not the whole canvas (an all-true fov carries no information)
     if d is not None and field_angle_deg and not fov.all():
-        return Scale(field_angle_deg * MM_PER_DEGREE / d, "fov_estimate")
+        return Scale(field_angle_deg * MM_PER_DEGREE / d, fov_source)
     disc = (masks or {}).get("optic_disc")
     if disc is not None and disc.any():
         diam = 2.0 * float(np.sqrt(disc.sum() / np.pi))
