@@ -81,15 +81,23 @@ class Output:
         return with_retries(read)
 
     def read_images(self, columns: list[str] | None = None, batches: list[str] | None = None) -> pa.Table:
-        """Committed image rows (+ `batch`), reading only `columns`: columnar, a few bytes per image."""
+        """Committed image rows (+ `batch`), reading only `columns`: columnar, a few bytes per image. A column that
+        a file lacks (written by an older version) comes back as nulls for its rows, as `scan()` gives it."""
         tables = []
         for b in batches if batches is not None else self.committed_batches():
             for p in self.parquet_files(self.batch_dir("images", b)):
-                t = self.read_parquet(p, columns=columns)
+                t = self._read_columns(p, columns)
                 tables.append(t.append_column("batch", pa.array([b] * t.num_rows, pa.string())))
         if not tables:
             return pa.table({c: pa.array([], pa.string()) for c in (columns or ["image_id"]) + ["batch"]})
         return pa.concat_tables(tables, promote_options="permissive")
+
+    def _read_columns(self, path: str, columns: list[str] | None) -> pa.Table:
+        try:
+            return self.read_parquet(path, columns=columns)
+        except pa.ArrowInvalid:  # a column this file does not have: read it whole once, fill the gap with nulls
+            t = self.read_parquet(path)
+            return pa.table({c: t[c] if c in t.column_names else pa.nulls(t.num_rows) for c in columns})
 
     # writing ---------------------------------------------------------------------------------------------
     def write_table(self, table: pa.Table, path: str, compression: str = "zstd") -> None:

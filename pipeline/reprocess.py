@@ -135,8 +135,7 @@ def _reprocess_output(output_uri: str, cfg: PipelineConfig, run_id: str, *, batc
     while bi < len(todo):  # batches without masks (or an empty stream)
         commit(bi)
         bi += 1
-    if scale_inputs_path:
-        out.rm(scale_inputs_path)
+    out.rm(scale_inputs_path)
     elapsed = time.time() - t0
     out.write_json(out.path("_runs", f"{run_id}.json"), {
         "run_id": run_id, "kind": "reprocess", "output": output_uri, "config": cfg.redacted(),
@@ -147,28 +146,21 @@ def _reprocess_output(output_uri: str, cfg: PipelineConfig, run_id: str, *, batc
     return {**counts, "run_id": run_id, "elapsed_s": elapsed}
 
 
-def _write_scale_inputs(out: Output, batches: list[str], path: str) -> str | None:
-    """Write what a reprocess needs per image to scale it as the run did, from the image rows: the original mm/px
-    where the input gave it (scale_source in GIVEN_SCALE_SOURCES) and the DICOM header's field of view. None for an
-    output written before scale_source existed (stored sizes are then reused as they are)."""
-    cols = ["image_id", "scale_source", "original_mm_per_px"]
-    try:
-        images = out.read_images(columns=cols + ["dicom_field_of_view_deg"], batches=batches)
-    except (pa.ArrowInvalid, KeyError):  # written before 0.2.4: no DICOM columns
-        try:
-            images = out.read_images(columns=cols, batches=batches)
-        except (pa.ArrowInvalid, KeyError):  # a file without scale_source
-            return None
-        images = images.append_column("dicom_field_of_view_deg", pa.nulls(images.num_rows, pa.float64()))
-    given = pc.fill_null(pc.is_in(images["scale_source"], pa.array(GIVEN_SCALE_SOURCES)), False)
-    keep = pc.or_(given, pc.is_valid(images["dicom_field_of_view_deg"]))
+def _write_scale_inputs(out: Output, batches: list[str], path: str) -> str:
+    """Write what a reprocess needs to scale an image as the run did, from the image rows: the stored original mm/px
+    with its scale_source where the input gave it (GIVEN_SCALE_SOURCES) or where the row has no scale_source (an
+    older output: reused as before), and the DICOM header's field of view. Images left out were estimated."""
+    images = out.read_images(["image_id", "scale_source", "original_mm_per_px", "dicom_field_of_view_deg"], batches)
+    source = images["scale_source"].cast(pa.string())
+    reuse = pc.or_(pc.is_null(source), pc.fill_null(pc.is_in(source, pa.array(GIVEN_SCALE_SOURCES)), False))
+    fov = images["dicom_field_of_view_deg"].cast(pa.float64())
     table = pa.table({
         "image_id": images["image_id"],
-        "original_mm_per_px": pc.if_else(given, images["original_mm_per_px"].cast(pa.float64()),
+        "original_mm_per_px": pc.if_else(reuse, images["original_mm_per_px"].cast(pa.float64()),
                                          pa.scalar(None, pa.float64())),
-        "scale_source": pc.if_else(given, images["scale_source"].cast(pa.string()), pa.scalar(None, pa.string())),
-        "dicom_field_of_view_deg": images["dicom_field_of_view_deg"].cast(pa.float64()),
-    }).filter(keep)
+        "scale_source": source,
+        "dicom_field_of_view_deg": fov,
+    }).filter(pc.or_(reuse, pc.is_valid(fov)))
     out.write_table(table, path)
     return path
 

@@ -221,7 +221,7 @@ class QuantifyStage:
                  finisher: dict | None = None, scale_inputs_path: str | None = None):
         self.cfg = config
         # reprocess: the stored masks carry the pixel size the first run used, estimated or given; only a given one
-        # may be reused, so that an estimate is made again (under this config's field angle) and keeps its source
+        # may be reused, so that an estimate is made again (under the header's or this config's field angle)
         self.scale_inputs = load_scale_inputs(scale_inputs_path, fs)
         self.finisher = Finisher.from_dict(finisher) if finisher is not None else None
         self.pass_image = bool(config.get("pass_image_to_quantify", True))
