@@ -91,8 +91,7 @@ def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
             raise type(exc)(f"{f.format}: {exc}") from None
         return replace(dec, format=f.format, warnings=f.notes + dec.warnings, header=f.header)
     rgb = dicom_pixels(f)
-    if _looks_grayscale(rgb):
-        raise UngradableImage("grayscale content stored as RGB (all channels equal): colour fundus required")
+    _refuse_grayscale_content(rgb)
     return DecodedImage(rgb, rgb.shape[0], rgb.shape[1], 1.0, f.format, f.notes, f.header)
 
 
@@ -142,8 +141,7 @@ def _to_rgb8(img: Image.Image, notes: list[str]) -> np.ndarray:
         arr = (arr.astype(np.float32) / float(np.iinfo(arr.dtype).max) * 255.0 + 0.5).astype(np.uint8)
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise ImageError(f"unexpected pixel layout {arr.shape}")
-    if _looks_grayscale(arr):
-        raise UngradableImage("grayscale content stored as RGB (all channels equal): colour fundus required")
+    _refuse_grayscale_content(arr)
     return np.ascontiguousarray(arr)
 
 
@@ -152,6 +150,11 @@ def _palette_is_colour(img: Image.Image) -> bool:
         return False
     pal = np.asarray(img.getpalette() or [0, 0, 0], dtype=np.int16).reshape(-1, 3)
     return bool(np.any(pal[:, 0] != pal[:, 1]) or np.any(pal[:, 1] != pal[:, 2]))
+
+
+def _refuse_grayscale_content(arr: np.ndarray) -> None:
+    if _looks_grayscale(arr):
+        raise UngradableImage("grayscale content stored as RGB (all channels equal): colour fundus required")
 
 
 def _looks_grayscale(arr: np.ndarray) -> bool:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from pipeline.qc.report_sections import _table
+
 # spellings of the eye in manifests and headers -> right / left (anything else counts as not stated)
 EYE_WORDS = {
     "od": "right", "r": "right", "re": "right", "right": "right", "right eye": "right", "oculus dexter": "right",
@@ -48,8 +50,7 @@ def laterality_queries(ok: pl.LazyFrame, schema: dict) -> dict[str, pl.LazyFrame
     }
 
 
-def laterality_section(counts: pl.DataFrame | None, disagree: pl.DataFrame | None, table) -> str:
-    """HTML; `table` is the report's table renderer."""
+def laterality_section(counts: pl.DataFrame | None, disagree: pl.DataFrame | None) -> str:
     head = '<section id="laterality"><h2>Laterality check</h2>'
     if counts is None or counts.height == 0:
         return head + ('<p class="muted">nothing to compare: needs the inferred <code>laterality</code> and a stated '
@@ -63,5 +64,5 @@ def laterality_section(counts: pl.DataFrame | None, disagree: pl.DataFrame | Non
     note = ("<p>ok images whose stated eye (OD/OS, R/L, right/left) differs from the eye the photograph shows (the "
             "disc's side of the fovea, or of the field). Re-check these labels before any per-eye analysis; "
             f"at most {MAX_LISTED} are listed.</p>")
-    listed = table(disagree) if disagree is not None and disagree.height else '<p class="muted">no disagreements</p>'
-    return head + note + table(wide.select(cols)) + "<h3>Disagreements</h3>" + listed + "</section>"
+    listed = _table(disagree) if disagree is not None and disagree.height else '<p class="muted">no disagreements</p>'
+    return head + note + _table(wide.select(cols)) + "<h3>Disagreements</h3>" + listed + "</section>"

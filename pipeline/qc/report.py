@@ -32,7 +32,6 @@ from pipeline.qc.common import (
 from pipeline.qc.laterality import laterality_queries, laterality_section
 from pipeline.qc.report_sections import (
     MAX_GROUP_LEVELS,
-    _table,
     N_BINS,
     OUTLIER_Z,
     biomarker_section,
@@ -252,7 +251,7 @@ def report_html(
     parts["summary"] = summary_section(output, n, res.get("status"), res.get("span"), runs, bio, groups)
     parts["status"] = status_section(res.get("status"), res.get("errors"), res.get("error_kinds"), pick(schema, ERROR_COLUMNS))
     parts["quality"] = quality_section(grade, score, res.get("grade"), res.get("grade_by"), groups, hres.get(score), edges.get(score), stats.get(score or "", {}), low_q)
-    parts["laterality"] = laterality_section(res.get("laterality_counts"), res.get("laterality_disagree"), _table)
+    parts["laterality"] = laterality_section(res.get("laterality_counts"), res.get("laterality_disagree"))
     parts["biomarkers"] = biomarker_section(bio, stats, hres, edges, groups)
     parts["groups"] = groups_section(bio, groups, hres, levels)
     t_ov = time.perf_counter()
