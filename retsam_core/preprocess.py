@@ -152,16 +152,23 @@ def _crop_padded(arr: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
 
 def mask_to_original(mask: np.ndarray, geom: Geometry) -> np.ndarray:
     """Map a canvas mask (size x size) back onto the original image grid (nearest neighbour)."""
+    return canvas_to_original(mask.astype(bool), geom)
+
+
+def canvas_to_original(canvas: np.ndarray, geom: Geometry) -> np.ndarray:
+    """Any canvas map (a mask, a probability map) on the original image grid, nearest neighbour; zero where the
+    canvas does not reach. The canvas may have any side (an angular-scale model's): its box is `geom`'s."""
     oh, ow = geom.original_height, geom.original_width
-    scale = geom.size / geom.box_side  # canvas px per original px
+    size = canvas.shape[0]
+    scale = size / geom.box_side  # canvas px per original px
     # For each original pixel, the canvas pixel it falls into.
     xs = np.floor((np.arange(ow) + 0.5 - geom.box_x0) * scale).astype(np.int64)
     ys = np.floor((np.arange(oh) + 0.5 - geom.box_y0) * scale).astype(np.int64)
-    vx = (xs >= 0) & (xs < geom.size)
-    vy = (ys >= 0) & (ys < geom.size)
-    out = np.zeros((oh, ow), dtype=bool)
-    sub = mask.astype(bool)[np.clip(ys, 0, geom.size - 1)][:, np.clip(xs, 0, geom.size - 1)]
-    out[:] = sub & vy[:, None] & vx[None, :]
+    vx = (xs >= 0) & (xs < size)
+    vy = (ys >= 0) & (ys < size)
+    out = canvas[np.clip(ys, 0, size - 1)][:, np.clip(xs, 0, size - 1)]
+    out[~vy] = 0
+    out[:, ~vx] = 0
     return out
 
 

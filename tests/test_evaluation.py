@@ -179,3 +179,56 @@ def test_published_figures_sit_beside_our_own_with_their_metric_and_source():
     assert rows[2].endswith("| 0.778 F1 (U-Net); 0.807 F1 (IterNet) |") and rows[3].endswith("|  |")
     md = sources_markdown()
     assert "IterNet: Li et al." in md and all(why in md for why in NOT_FOUND.values())
+
+
+def test_native_resolution_scores_the_masks_retsam_segment_writes(tmp_path):
+    """With resolution "native" the masks go back onto the photograph's grid by the same mapping `retsam segment`
+    uses: a ground truth that IS that mapped mask scores exactly 1 with every labelled pixel of the photograph
+    counted (a mapping off by one pixel would not); a mask of another size is refused with both sizes named."""
+    from retsam_core.segmenter import load_segmenter
+
+    imgs, masks = tmp_path / "images", tmp_path / "masks"
+    imgs.mkdir(), masks.mkdir()
+    retina = skimage.data.retina()[..., :3][40:-10]  # not square: the box pads, the mapping must place it
+    cv2.imwrite(str(imgs / "r.png"), retina[..., ::-1])
+    seg = load_segmenter("classical")
+    pre = preprocess(retina, 256)
+    ref = seg.segment(pre.image[None], pre.fov[None])[0]["vessel"]
+    truth = mask_to_original(ref, pre.geometry)
+    cv2.imwrite(str(masks / "r_vessel.png"), truth.astype(np.uint8) * 255)
+
+    native = evaluate_items(seg, folder_items(imgs, masks, "vessel", size=256, resolution="native"), ["vessel"],
+                            tmp_path / "native", log=lambda *_: None)
+    canvas = evaluate_items(seg, folder_items(imgs, masks, "vessel", size=256), ["vessel"], log=lambda *_: None)
+    row = native["per_image"][0]["vessel"]
+    assert native["resolution"] == "native" and canvas["resolution"] == "canvas"
+    assert row["dsc"] == 1.0 and row["gt_pixels"] == int(truth.sum())  # every labelled pixel, on the original grid
+    assert canvas["per_image"][0]["vessel"]["gt_pixels"] == int(ref.sum()) < int(truth.sum())  # the canvas grid
+    assert "at native resolution" in (tmp_path / "native" / "metrics.md").read_text()
+
+    cv2.imwrite(str(masks / "r_vessel.png"), cv2.resize(truth.astype(np.uint8) * 255, (200, 150)))
+    with pytest.raises(ValueError, match="not the size of r.png"):
+        list(folder_items(imgs, masks, "vessel", size=256, resolution="native"))
+    with pytest.raises(ValueError, match="resolution must be one of"):
+        list(folder_items(imgs, masks, "vessel", size=256, resolution="full"))
+
+
+def test_native_resolution_on_a_real_dataset_uses_its_own_label_files(shared_data, tmp_path):
+    """CHASE_DB1 at native resolution: scored against the 1stHO label file itself (its pixel count, all of it inside
+    the scored region), and close to the canvas score of the same masks."""
+    from retsam_core.datasets.readers import get_reader
+    from retsam_core.evaluation.evaluate import evaluate_dataset
+    from retsam_core.segmenter import load_segmenter
+
+    seg = load_segmenter("classical")
+    kw = dict(split="test", size=512, cache_dir=tmp_path / "cache", root=shared_data, limit=1, log=lambda *_: None)
+    native = evaluate_dataset(seg, "chase_db1", resolution="native", **kw)
+    canvas = evaluate_dataset(seg, "chase_db1", **kw)
+    r = get_reader("chase_db1", shared_data)
+    id_ = r.ids("test")[0]
+    label = r.load("test", id_).masks["vessel"]
+    n, c = native["per_image"][0]["vessel"], canvas["per_image"][0]["vessel"]
+    assert native["per_image"][0]["id"] == id_ and native["title"].endswith("(native resolution)")
+    assert n["gt_pixels"] == int(label.sum()) != c["gt_pixels"]
+    assert n["pred_pixels"] > c["pred_pixels"]  # 999 x 960 photograph against a 512 px canvas
+    assert abs(n["dsc"] - c["dsc"]) < 0.05 and n["dsc"] > 0.5

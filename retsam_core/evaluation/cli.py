@@ -4,6 +4,7 @@ Examples:
   retsam evaluate --dataset chase_db1 --split test --out out/eval/chase
   retsam evaluate --dataset idrid --segmenter classical --out out/eval/idrid-classical
   retsam evaluate --images DIR --masks DIR --target vessel --out out/eval/mine
+  retsam evaluate --dataset chase_db1 --resolution native --out out/eval/chase-native
 Writes OUT/metrics.json (per image + aggregate) and OUT/metrics.md.
 """
 
@@ -28,10 +29,12 @@ def handler(a) -> int:
             raise SystemExit("--images, --masks and --target go together")
         check_target(a.target)
         side = seg.info.canvas_side(a.field_angle_deg, a.size)  # an angular-scale model: its canvas for this camera
-        res = evaluate_items(seg, folder_items(a.images, a.masks, a.target, a.size, model_side=side), [a.target], a.out,
+        res = evaluate_items(seg, folder_items(a.images, a.masks, a.target, a.size, model_side=side,
+                                                  resolution=a.resolution), [a.target], a.out,
                              title=f"{a.images} vs {a.masks}", log=log)
     elif a.dataset:
-        res = evaluate_dataset(seg, a.dataset, a.split, a.out, a.size, a.cache_dir, a.data_root, a.limit, log=log)
+        res = evaluate_dataset(seg, a.dataset, a.split, a.out, a.size, a.cache_dir, a.data_root, a.limit, log=log,
+                               resolution=a.resolution)
     else:
         raise SystemExit("give --dataset NAME or --images/--masks/--target")
     print(json.dumps(res["aggregate"], indent=1))
@@ -47,7 +50,10 @@ def add_arguments(p):
     p.add_argument("--segmenter", default="default", help="classical | default | learned | path/URI of .safetensors; '+flip' after a learned one: flip TTA")
     p.add_argument("--device")
     p.add_argument("--out", required=True, help="output folder for metrics.json / metrics.md")
-    p.add_argument("--size", type=int, default=1024, help="canvas size of the scoring (pipeline default 1024)")
+    p.add_argument("--size", type=int, default=1024, help="canvas size of the model's input (pipeline default 1024)")
+    p.add_argument("--resolution", choices=("canvas", "native"), default="canvas",
+                   help="score on the canvas (the model card's protocol) or at the photograph's own resolution "
+                        "against the original label files (masks mapped back as `retsam segment` writes them)")
     p.add_argument("--field-angle-deg", type=float, default=DEFAULT_FIELD_ANGLE_DEG,
                    help="--images mode: the camera's field angle (an angular-scale model cuts its canvas from it; "
                         "a --dataset has its own)")
