@@ -155,6 +155,23 @@ class HybridSegmenter:
             px_per_degree=li.px_per_degree,
         )
 
+    @property
+    def keep_probabilities(self) -> bool:
+        """Evaluation asks for the soft maps (AUPR); they are the learned part's."""
+        return bool(getattr(self.learned, "keep_probabilities", False))
+
+    @keep_probabilities.setter
+    def keep_probabilities(self, on: bool) -> None:
+        if hasattr(self.learned, "keep_probabilities"):
+            self.learned.keep_probabilities = on
+
+    def kept_probabilities(self, target: str) -> np.ndarray | None:
+        """The learned probabilities of `target` from the latest call, only where the mask is the learned one: a
+        classical mask has no probabilities, and the learned head's would score another mask."""
+        if target not in self._from_learned or not hasattr(self.learned, "kept_probabilities"):
+            return None
+        return self.learned.kept_probabilities(target)
+
     def finisher(self) -> Finisher:
         """The learned part's host step, then the classical targets (on the host too: no network), then the cup cut
         to the disc."""

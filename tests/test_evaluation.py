@@ -232,3 +232,25 @@ def test_native_resolution_on_a_real_dataset_uses_its_own_label_files(shared_dat
     assert n["gt_pixels"] == int(label.sum()) != c["gt_pixels"]
     assert n["pred_pixels"] > c["pred_pixels"]  # 999 x 960 photograph against a 512 px canvas
     assert abs(n["dsc"] - c["dsc"]) < 0.05 and n["dsc"] > 0.5
+
+
+def test_the_default_segmenter_reports_aupr_from_its_learned_heads(shared_data, tmp_path):
+    """`retsam evaluate --dataset idrid` with the default (learned + classical) segmenter reports the AUPR the issue
+    asks for, from the learned probabilities of the lesion heads it releases (it reported none before), on the
+    canvas and at native resolution; a target the default takes from the classical segmenter gets none."""
+    from retsam_core.evaluation.evaluate import evaluate_dataset
+    from retsam_core.segmenter import load_segmenter
+
+    hybrid, learned = load_segmenter("default"), load_segmenter("learned")
+    kw = dict(split="test", cache_dir=tmp_path / "cache", root=shared_data, limit=1, log=lambda *_: None)
+    h = evaluate_dataset(hybrid, "idrid", **kw)["aggregate"]
+    lone = evaluate_dataset(learned, "idrid", **kw)["aggregate"]
+    released = [t for t in ("microaneurysm", "hemorrhage", "hard_exudate", "soft_exudate") if t in h]
+    assert released, "the shipped default releases lesion heads"
+    for t in released:
+        assert h[t]["aupr"] == pytest.approx(lone[t]["aupr"]) and 0 < h[t]["aupr"] <= 1
+    from_classical = [t for t, c in hybrid.choices.items() if c.source == "classical" and t in h]
+    assert all("aupr" not in h[t] for t in from_classical)
+    native = evaluate_dataset(hybrid, "idrid", resolution="native", **kw)["aggregate"]
+    for t in released:
+        assert 0 < native[t]["aupr"] <= 1 and native[t]["images"] == 1

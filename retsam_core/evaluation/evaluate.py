@@ -48,10 +48,11 @@ def _image_metrics(pred, gt, valid, target, with_cldice=True):
 
 
 def _probs_for(seg, target, size, geometry=None):
-    probs = getattr(seg, "last_probabilities", None)
-    if probs is None or target not in getattr(getattr(seg, "model", None), "channels", ()):
+    kept = getattr(seg, "kept_probabilities", None)
+    probs = kept(target) if kept is not None else None
+    if probs is None:
         return None
-    p = probs[0, list(seg.model.channels).index(target)].astype(np.float32)
+    p = probs[0].astype(np.float32)
     if geometry is not None:
         return canvas_to_original(p, geometry)
     return p if p.shape[0] == size else cv2.resize(p, (size, size), interpolation=cv2.INTER_AREA if p.shape[0] > size else cv2.INTER_LINEAR)

@@ -189,6 +189,12 @@ class LearnedSegmenter:
         self.last_probabilities = probs.half().cpu().numpy() if self.keep_probabilities else None
         return probs
 
+    def kept_probabilities(self, target: str) -> np.ndarray | None:
+        """(N, R, R) float16 probabilities of `target` from the latest call, if `keep_probabilities` was on."""
+        if self.last_probabilities is None or target not in self.model.channels:
+            return None
+        return self.last_probabilities[:, list(self.model.channels).index(target)]
+
     def probabilities(self, images: np.ndarray, fovs: np.ndarray | None = None) -> np.ndarray:
         """(N, S, S, 3) uint8 canvases -> (N, C, R, R) float16 probabilities at the model resolution R."""
         return self._forward(images, fovs).half().cpu().numpy()
