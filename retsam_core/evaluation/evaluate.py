@@ -3,7 +3,7 @@
 Images are decoded and preprocessed exactly as the pipeline does (1024 px canvas by default). With resolution
 "canvas" (the default, and the one the model card's figures use) ground truth is mapped onto the same canvas with
 the same geometry (`label_to_canvas`, binary at 0.5). With "native" the masks go back to the photograph's own
-grid, as `retsam segment` writes them (`canvas_to_original`), and are scored against the original label files:
+grid, as `retsam segment` writes them (`mask_to_original`), and are scored against the original label files:
 the protocol of most published figures, and what a user's masks are. Metrics are computed inside the field of
 view (union the ground truth, so no labelled pixel is dropped); HRF-AV "unknown" vessel pixels are excluded for
 artery/vein. Outputs: `metrics.json` (per image + aggregate) and `metrics.md`.
@@ -28,7 +28,7 @@ from retsam_core.datasets.cache import build_one, cache_path, load_canvas, load_
 from retsam_core.datasets.readers import get_reader, label_to_canvas
 from retsam_core.evaluation.metrics import PRAccumulator, binary_metrics, cldice
 from retsam_core.image_io import DecodeLimits, decode_image
-from retsam_core.preprocess import Geometry, canvas_from_geometry, canvas_to_original
+from retsam_core.preprocess import Geometry, canvas_from_geometry, canvas_to_original, mask_to_original
 from retsam_core.targets import LESION_TARGETS
 
 VESSEL_LIKE = ("vessel", "artery", "vein")
@@ -54,7 +54,7 @@ def _probs_for(seg, target, size, geometry=None):
         return None
     p = probs[0].astype(np.float32)
     if geometry is not None:
-        return canvas_to_original(p, geometry)
+        return canvas_to_original(p, geometry, "linear")
     return p if p.shape[0] == size else cv2.resize(p, (size, size), interpolation=cv2.INTER_AREA if p.shape[0] > size else cv2.INTER_LINEAR)
 
 
@@ -87,8 +87,8 @@ def evaluate_items(seg, items, targets, out_dir=None, title="", log=print, with_
         row = {"id": id_}
         side = next(iter(gts.values())).shape[0] if gts else fov.shape[0]
         if native:  # the masks a user gets from `retsam segment`, on the photograph's grid
-            masks = {t: canvas_to_original(masks[t].astype(bool), geometry) for t in provided}
-            fov = canvas_to_original(fov.astype(bool), geometry)
+            masks = {t: mask_to_original(masks[t], geometry) for t in provided}
+            fov = mask_to_original(fov, geometry)
         elif fov.shape[0] != side:  # an angular-scale model's canvas: scored on the ground truth's
             masks = {t: _to_side(m, side) for t, m in masks.items()}
             fov = cv2.resize(fov.astype(np.uint8), (side, side), interpolation=cv2.INTER_NEAREST).astype(bool)
