@@ -6,7 +6,8 @@ mode seen in real cohorts: empty, truncated JPEG, non-image text, grayscale, a r
 PNG, RGBA PNG, a JPEG stored sideways with an EXIF orientation tag, tiny, huge (8000x6000) and an all-black frame
 with no field of view.
 A manifest (CSV) lists every file with participant/eye/visit/site/device metadata; its eye is the photograph's,
-except for one file labelled the wrong eye on purpose (`MISLABELLED_EYE`).
+except for one file labelled the wrong eye on purpose (`MISLABELLED_EYE`); one file is a byte-for-byte copy of
+another, re-sent under a new name and attached to another participant (`DUPLICATE_FILE`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ DEMO_FIELD_MM = 14.0  # the original photograph: a 45 degree field of ~14 mm acr
 
 
 MISLABELLED_EYE = "retina_q25.jpg"  # the manifest names the wrong eye: the report's laterality check finds it
+DUPLICATE_FILE = ("retina_resent.jpg", "retina_q75.jpg")  # (copy, original): the report's duplicate check finds it
 
 
 def demo_eye(name: str) -> str:
@@ -131,6 +133,8 @@ def good_variants(side: int | None = None) -> dict[str, bytes]:
         # a lossless DICOM from a narrower (30 degree) camera with no pixel spacing: scaled from its field of view
         "retina_op_fov30.dcm": dicom_photograph(base, compression="rle", laterality="L", fov_deg=30.0),
     }
+    copy, original = DUPLICATE_FILE
+    out[copy] = out[original]  # the same bytes again: counts twice, and under another participant (manifest)
     return out
 
 

@@ -16,6 +16,7 @@ IMAGE_BASE_FIELDS: list[pa.Field] = [
     pa.field("null_reasons", pa.string(), metadata={"description": "JSON: biomarker column or family -> why null"}),
     pa.field("format", pa.string(), metadata={"description": "decoded file format"}),
     pa.field("file_bytes", pa.int64(), metadata={"unit": "B"}),
+    pa.field("file_sha256", pa.string(), metadata={"description": "sha256 of the file's bytes: the same photograph stored twice (other name, other participant) shares it"}),
     pa.field("original_height", pa.int32(), metadata={"unit": "px"}),
     pa.field("original_width", pa.int32(), metadata={"unit": "px"}),
     pa.field("decode_scale", pa.float64(), metadata={"description": "original px per decoded px (JPEG draft)"}),

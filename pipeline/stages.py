@@ -9,6 +9,7 @@ the GPU actors) -> scale -> compute_biomarkers -> image row + segments (Arrow IP
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -36,7 +37,7 @@ ERR_INTERNAL = "internal error"
 
 
 def _segment_stage_schema(targets: list[str]) -> pa.Schema:
-    names = {"image_id", "status", "error", "warnings", "format", "file_bytes", "original_height", "original_width",
+    names = {"image_id", "status", "error", "warnings", "format", "file_bytes", "file_sha256", "original_height", "original_width",
              "decode_scale", "canvas_size", "box_x0", "box_y0", "box_side", "segment_seconds", *HEADER_FIELDS}
     fields = [f for f in S.IMAGE_BASE_FIELDS if f.name in names]
     fields += SEGMENT_OUT_EXTRA + [pa.field(f"mask_{t}", pa.binary()) for t in targets]
@@ -131,6 +132,7 @@ class SegmentStage:
         t0 = time.perf_counter()
         row: dict[str, Any] = {"image_id": self._image_id(path), "read_path": path, "status": "ok", "error": None,
                                "warnings": [], "file_bytes": len(data) if data is not None else 0,
+                               "file_sha256": hashlib.sha256(data).hexdigest() if data else None,
                                "canvas_size": self.size}
         pre = None
         try:

@@ -7,6 +7,7 @@ pixel. The end-to-end tests on a real pipeline run live in test_qc_pipeline.py.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -103,13 +104,14 @@ def make_output(root: Path, n_ok: int = 6, n_error: int = 2, n_ungradable: int =
             age=float(40 + 3 * i), status=status, error=None, quality_grade=None, quality_score=None,
             crae_knudtson_um_zone_b=None, crve_knudtson_um_zone_b=None, avr_knudtson_zone_b=None, cdr_vertical=None,
             vessel_density_all_retina=None, fd_box_skeleton_all_retina=None, tortuosity_distance_all_retina=None,
-            laterality=None,
+            laterality=None, file_sha256=None,
             disc_radius_px=None, segmenter="classical-v1", model_hash="", run_id=RUN_ID, quant_id=f"q{i}",
             segment_seconds=float(0.2 + i / 100), quantify_seconds=float(0.1 + i / 200),
         )
         if status == "ok":
             img, prims = _fundus(rng)
             cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+            base["file_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
             pre = preprocess(img, CANVAS)
             m = _canvas_masks(prims, pre.geometry, av=(i % 3 != 2), lesions=(i % 2 == 0))
             g = pre.geometry

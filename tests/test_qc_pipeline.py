@@ -4,22 +4,20 @@ the real `retsam` command line."""
 from __future__ import annotations
 
 import re
-
 import shutil
 
 import cv2
 import numpy as np
 import polars as pl
 import pytest
+from test_qc_overlay import _ring_hits
+from test_report import console_messages, run_chromium
 
-
-from pipeline.demo import MISLABELLED_EYE
+from pipeline.demo import DUPLICATE_FILE, MISLABELLED_EYE
 from pipeline.qc.overlays import overlay_uri
 from pipeline.scan import scan
 from retsam_core.mask_codec import decode_mask
 from retsam_core.overlay import COLORS, disc_geometry
-from test_qc_overlay import _ring_hits
-from test_report import console_messages, run_chromium
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +76,11 @@ def test_report_from_real_run(run_copy):
     assert re.search(r"<td>DICOM header</td><td class=\"num\">2</td>", lat), lat  # both demo DICOMs agree
     listed = re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td>", lat[lat.index("<h3>Disagreements</h3>"):])
     assert listed == [("manifest eye", MISLABELLED_EYE)], listed  # the one eye the demo manifest names wrongly
+    # the demo's one file sent twice, under two participants: one group, a linkage conflict
+    dup = html[html.index('<section id="duplicates">'):html.index('<section id="biomarkers">')]
+    copy, original = (re.escape(name) for name in DUPLICATE_FILE)
+    assert "1 file stored more than once: 2 ok images" in dup and "<b>1</b> of these" in dup, dup
+    assert re.search(rf"<td>{original}, {copy}</td><td>P\d+, P\d+</td><td>left</td><td>yes</td>", dup), dup
     assert f"{summary['ok']} / {summary['error']} / {summary['ungradable']}" in html
     assert summary["run_id"] in html and "truncated" in html and "site" in html
     shot = out / "shot.png"
@@ -87,9 +90,34 @@ def test_report_from_real_run(run_copy):
     assert not console_messages(r.stderr)
 
 
+def test_file_hashes_are_the_bytes_read(run_copy, demo_cohort):
+    """Every row read from a file records the sha256 of its bytes (the duplicate check rests on it); the missing
+    file has none."""
+    import hashlib
+
+    out, _ = run_copy
+    rows = scan(str(out))["images"].select("image_id", "path", "file_sha256").collect()
+    checked = 0
+    for r in rows.iter_rows(named=True):
+        f = demo_cohort.input_dir / r["path"]
+        if not f.exists():
+            assert r["file_sha256"] is None
+            continue
+        data = f.read_bytes()
+        assert r["file_sha256"] == (hashlib.sha256(data).hexdigest() if data else None), r["image_id"]
+        checked += 1
+    assert checked == rows.height - 1
+
+
 def test_query_from_real_run(run_copy, capsys, tmp_path):
     out, summary = run_copy
+    # docs/report.md's "counted once" answer drops exactly the demo's one copy
+    from test_query_docs import blocks
+
     from pipeline.qc.query import query
+
+    once = next(b for b in blocks("sql") if "file_sha256" in b)
+    assert sum(r["images"] for r in query(str(out), once).to_pylist()) == summary["ok"] - 1
 
     got = {r["status"]: r["n"] for r in query(str(out), "SELECT status, count(*) n FROM images GROUP BY 1").to_pylist()}
     assert got == {k: summary[k] for k in ("ok", "error", "ungradable") if summary[k]}

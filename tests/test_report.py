@@ -96,6 +96,31 @@ def test_laterality_check_lists_the_mislabelled_eye(report):
     assert "DICOM header" not in sec  # no image states an eye in a DICOM header
 
 
+def test_duplicate_files_are_grouped_with_linkage_conflicts_first():
+    """Identical bytes (file_sha256) group ok images; a group spanning two participants or eyes is a linkage conflict
+    and is listed first. Eye spellings are normalised (OD = right), so a copy labelled both ways is no conflict."""
+    import polars as pl
+
+    from pipeline.qc.duplicates import duplicate_queries, duplicate_section
+
+    ok = pl.LazyFrame({
+        "image_id": ["a", "b", "c", "d", "e", "f", "g"],
+        "file_sha256": ["h1" * 32, "h1" * 32, "h2" * 32, "h2" * 32, "h3" * 32, None, None],
+        "participant_id": ["P1", "P1", "P2", "P3", "P4", "P5", "P6"],
+        "eye": ["OD", "right", "OS", "OS", "OD", "OD", "OD"],
+    })
+    groups = duplicate_queries(ok, ok.collect_schema())["duplicates"].collect().sort("file_sha256")
+    assert groups["image_ids"].to_list() == [["a", "b"], ["c", "d"]]  # no group of one, no group of unknown hashes
+    assert groups["participants"].to_list() == [["P1"], ["P2", "P3"]] and groups["eyes"].to_list() == [["right"], ["left"]]
+    assert groups["conflict"].to_list() == [False, True]
+    html = duplicate_section(groups)
+    assert "2 files stored more than once: 4 ok images, 2 of them copies" in html and "<b>1</b> of these" in html
+    rows = re.findall(r"<tr><td>([0-9a-z]{12})</td>", html)
+    assert rows == ["h2" * 6, "h1" * 6]  # the conflict first
+    assert duplicate_queries(ok.drop("file_sha256"), ok.drop("file_sha256").collect_schema()) == {}
+    assert "no file hashes" in duplicate_section(None)
+
+
 def test_self_contained(report):
     _, _, html = report
     assert "<script" not in html and "<link" not in html and "@import" not in html

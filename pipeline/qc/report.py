@@ -4,7 +4,7 @@ Scales with the cohort: every number is a Polars aggregate over the lazily scann
 binned counts, top-k); no step materialises all rows of a table. The only row-level data read are the few outlier
 rows (top-k) and their masks for the overlay thumbnails.
 
-Sections (HTML ids): summary, status, quality, laterality, biomarkers, groups, outliers, runs, timings.
+Sections (HTML ids): summary, status, quality, laterality, duplicates, biomarkers, groups, outliers, runs, timings.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pipeline.qc.common import (
     scan_tables,
     write_bytes,
 )
+from pipeline.qc.duplicates import duplicate_queries, duplicate_section
 from pipeline.qc.laterality import laterality_queries, laterality_section
 from pipeline.qc.report_sections import (
     MAX_GROUP_LEVELS,
@@ -165,6 +166,7 @@ def report_html(
             *[pl.col(c).max().alias(f"{c}|max") for c in timing_cols],
         )
     q.update(laterality_queries(ok, schema))
+    q.update(duplicate_queries(ok, schema))
     if "processed_at" in schema:
         q["span"] = images.select(pl.col("processed_at").min().alias("first"), pl.col("processed_at").max().alias("last"))
     keys = list(q)
@@ -252,6 +254,7 @@ def report_html(
     parts["status"] = status_section(res.get("status"), res.get("errors"), res.get("error_kinds"), pick(schema, ERROR_COLUMNS))
     parts["quality"] = quality_section(grade, score, res.get("grade"), res.get("grade_by"), groups, hres.get(score), edges.get(score), stats.get(score or "", {}), low_q)
     parts["laterality"] = laterality_section(res.get("laterality_counts"), res.get("laterality_disagree"))
+    parts["duplicates"] = duplicate_section(res.get("duplicates"))
     parts["biomarkers"] = biomarker_section(bio, stats, hres, edges, groups)
     parts["groups"] = groups_section(bio, groups, hres, levels)
     t_ov = time.perf_counter()

@@ -24,7 +24,7 @@ from pipeline.qc.common import (
 log = logging.getLogger(__name__)
 
 
-SECTIONS = ("summary", "status", "quality", "laterality", "biomarkers", "groups", "outliers", "runs", "timings")
+SECTIONS = ("summary", "status", "quality", "laterality", "duplicates", "biomarkers", "groups", "outliers", "runs", "timings")
 N_BINS = 30
 MAX_GROUP_LEVELS = 8
 OUTLIER_Z = 4.0
