@@ -63,7 +63,11 @@ def decode_image(data: bytes, limits: DecodeLimits = DecodeLimits()) -> DecodedI
             f"image too large: {width}x{height} px = {width * height / 1e6:.0f} MP (limit {limits.max_pixels / 1e6:.0f} MP)"
         )
     notes: list[str] = ["16-bit PNG reduced to 8 bits"] if _is_16bit_png(data) else []
-    if fmt == "JPEG" and limits.target_side and img.mode in ("RGB", "YCbCr", "CMYK", "L"):
+    frames = _frame_count(img)
+    if frames > 1:  # a multi-page TIFF (a stereo pair, a montage), an animated GIF: say which one was measured
+        notes.append(f"multi-frame {fmt} ({frames} frames): the first frame used")
+    # MPO: a JPEG with more pictures appended (phones, stereo cameras); its first picture is a JPEG like any other
+    if fmt in ("JPEG", "MPO") and limits.target_side and img.mode in ("RGB", "YCbCr", "CMYK", "L"):
         img.draft(img.mode, (max(limits.target_side, 1), max(limits.target_side, 1)))
     try:
         with warnings.catch_warnings():
@@ -93,6 +97,13 @@ def _decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
     rgb = dicom_pixels(f)
     _refuse_grayscale_content(rgb)
     return DecodedImage(rgb, rgb.shape[0], rgb.shape[1], 1.0, f.format, f.notes, f.header)
+
+
+def _frame_count(img: Image.Image) -> int:
+    try:
+        return int(getattr(img, "n_frames", 1) or 1)
+    except Exception:  # counting walks the file; a damaged later frame must not cost the first one
+        return 1
 
 
 # EXIF orientation tag -> what a viewer does to show the stored pixels upright

@@ -101,6 +101,32 @@ def test_rgba_png_drops_alpha_with_a_note(retina):
     assert any("alpha" in w for w in d.warnings)
 
 
+def test_multi_page_tiff_uses_the_first_page_and_says_so(retina):
+    """A TIFF holding two photographs (a stereo pair, a montage) gives its first page, with a warning naming the
+    count; a one-page TIFF gives none."""
+    first, second = Image.fromarray(retina), Image.fromarray(np.ascontiguousarray(retina[:, ::-1]))
+    buf = io.BytesIO()
+    first.save(buf, format="TIFF", save_all=True, append_images=[second])
+    d = decode_image(buf.getvalue())
+    assert np.array_equal(d.rgb, retina) and d.warnings == ["multi-frame TIFF (2 frames): the first frame used"]
+    buf = io.BytesIO()
+    first.save(buf, format="TIFF")
+    assert decode_image(buf.getvalue()).warnings == []
+
+
+def test_multi_picture_jpeg_is_draft_decoded_like_a_jpeg(retina):
+    """An MPO file (a JPEG with a second picture appended, as phones and stereo cameras write) gives its first
+    picture with the same DCT draft scaling and pixels as the plain JPEG, and names the extra picture."""
+    big = Image.fromarray(retina).resize((2 * retina.shape[1], 2 * retina.shape[0]))
+    mpo, jpeg = io.BytesIO(), io.BytesIO()
+    big.save(mpo, format="MPO", quality=90, save_all=True, append_images=[Image.fromarray(retina[::4, ::4])])
+    big.save(jpeg, format="JPEG", quality=90)
+    limits = DecodeLimits(target_side=1024)
+    m, j = decode_image(mpo.getvalue(), limits), decode_image(jpeg.getvalue(), limits)
+    assert m.format == "MPO" and m.decode_scale == j.decode_scale == 2.0 and np.array_equal(m.rgb, j.rgb)
+    assert m.warnings == ["multi-frame MPO (2 frames): the first frame used"] and j.warnings == []
+
+
 def test_tiny_image(retina):
     status, msg = _status_of(_jpeg(cv2.resize(retina, (40, 40))))
     assert status == STATUS_ERROR and "too small" in msg
