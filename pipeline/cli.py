@@ -129,6 +129,8 @@ def cmd_demo(args) -> int:
     print(f"  python -c \"import duckdb; duckdb.sql(\\\"SELECT status, count(*), avg(vessel_density_all_retina) FROM "
           f"read_parquet('{results}/images/**/*.parquet', hive_partitioning=true, union_by_name=true) GROUP BY status\\\").show()\"")
     print(f"  python -c \"from pipeline.scan import scan; print(scan('{results}')['segments'].collect())\"")
+    print(f"\nCheck it: retsam report {results}   # one HTML page: failures, quality, laterality and duplicate "
+          "checks, biomarker distributions, outliers with overlays")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import cv2
 import numpy as np
@@ -60,6 +61,9 @@ def test_demo_command_end_to_end(tmp_path, capsys, ray_local):
     df = pl.read_parquet(f"{results}/images/**/*.parquet", hive_partitioning=True)
     assert df.height == len(list((tmp_path / "demo" / "input").glob("*.*"))) - 1  # all but manifest.csv
     assert set(df["status"]) == {"ok", "error", "ungradable"}
+    # the report command the demo prints runs as printed
+    check = re.search(r"Check it: retsam (report \S+)", out)
+    assert check and main(check.group(1).split()) == 0 and (results / "report.html").stat().st_size > 10_000
     capsys.readouterr()
     assert main(["status", str(results)]) == 0
     assert "ungradable" in capsys.readouterr().out
