@@ -109,6 +109,29 @@ def test_file_hashes_are_the_bytes_read(run_copy, demo_cohort):
     assert checked == rows.height - 1
 
 
+def test_aggregate_from_real_run(run_copy, capsys):
+    """`retsam aggregate` on the demo output: one row per participant and eye, the demo's file sent under two
+    participants left out of both, every other usable ok image in exactly one row, means equal to the images'."""
+    import pyarrow.parquet as pq
+
+    out, summary = run_copy
+    assert retsam("aggregate", str(out)) == 0
+    target, note = capsys.readouterr()
+    t = pq.read_table(target.strip())
+    agg = pl.from_arrow(t)
+    images = scan(str(out))["images"].filter(pl.col("status") == "ok").collect()
+    used = sorted(i for ids in agg["image_ids"].to_list() for i in ids)
+    copy, original = DUPLICATE_FILE
+    assert copy not in used and original not in used and "same file under two groups: 2" in note
+    assert used == sorted(set(images.filter(pl.col("gradable"))["image_id"]) - {copy, original})
+    row = agg.filter(pl.col("n_images") > 1).row(0, named=True)
+    mine = images.filter(pl.col("image_id").is_in(row["image_ids"]))
+    assert row["vessel_density_all_retina"] == pytest.approx(mine["vessel_density_all_retina"].mean())
+    assert t.schema.field("vessel_density_all_retina").metadata[b"unit"] == b"ratio"
+    assert retsam("aggregate", str(out), "--by", "participant_id,visitt") == 2
+    assert "cannot group by visitt" in capsys.readouterr().err
+
+
 def test_query_from_real_run(run_copy, capsys, tmp_path):
     out, summary = run_copy
     # docs/report.md's "counted once" answer drops exactly the demo's one copy

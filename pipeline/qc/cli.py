@@ -1,4 +1,4 @@
-"""`retsam overlay|report|query`: the QC subcommands. `pipeline.cli` calls `register(subparsers)`.
+"""`retsam overlay|report|query|aggregate`: the QC and analysis subcommands. `pipeline.cli` calls `register(subparsers)`.
 
 Each handler takes the parsed `argparse.Namespace` and returns an exit code (0 ok, 1 failure, 2 usage).
 Standalone use (before/without the main CLI): `python -m pipeline.qc.cli report OUTPUT`.
@@ -20,7 +20,7 @@ def _add_storage(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
-    """Add the `overlay`, `report` and `query` subcommands to an argparse subparsers object."""
+    """Add the `overlay`, `report`, `query` and `aggregate` subcommands to an argparse subparsers object."""
     p = subparsers.add_parser(
         "overlay", help="render QC overlay PNGs from stored masks into OUTPUT/qc/",
         description="Render QC overlays (vessels A/V, disc/cup, fovea, zone B/C rings, lesions, key numbers) from the "
@@ -61,6 +61,20 @@ def register(subparsers) -> None:
     p.add_argument("--max-rows", type=int, default=50, help="rows to print (default 50)")
     _add_storage(p)
     p.set_defaults(func=cmd_query)
+
+
+    p = subparsers.add_parser(
+        "aggregate", help="one row per participant (eye, visit...): biomarker means over usable images",
+        description="Reduce the images table to one row per group for analysis: ok images graded usable or better, "
+        "each file once (a file under two groups is left out of both), numeric biomarkers averaged over the images "
+        "that have them, yes/no biomarkers as fractions. Parquet with units in the field metadata.",
+    )
+    p.add_argument("output", help="pipeline output folder or URI")
+    p.add_argument("--by", default="participant_id,eye", help="comma-separated columns (default participant_id,eye)")
+    p.add_argument("--out", help="Parquet file to write (default OUTPUT/aggregates/by_<columns>.parquet)")
+    p.add_argument("--include-rejected", action="store_true", help="keep images whose quality grade is reject")
+    _add_storage(p)
+    p.set_defaults(func=cmd_aggregate)
 
 
 def _opts(args) -> dict:
@@ -135,6 +149,21 @@ def cmd_query(args) -> int:
     except duckdb.Error as exc:
         print(f"query failed: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_aggregate(args) -> int:
+    from pipeline.qc.aggregate import aggregate_output
+
+    by = [c.strip() for c in args.by.split(",") if c.strip()]
+    try:
+        target, result = aggregate_output(args.output, by, args.out, _opts(args), args.include_rejected)
+    except ValueError as exc:
+        print(f"aggregate: {exc}", file=sys.stderr)
+        return 2
+    left = "; ".join(f"{reason}: {n}" for reason, n in result.left_out.items()) or "none"
+    print(target)
+    print(f"{result.table.height} groups from {result.images_used} ok images (left out: {left})", file=sys.stderr)
     return 0
 
 
