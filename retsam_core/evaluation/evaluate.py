@@ -153,12 +153,12 @@ def dataset_items(dataset, split, size=1024, cache_dir="runs/cache", root=None, 
         d = load_cached(p)
         gts = {k[2:]: v >= 128 for k, v in d.items() if k.startswith("m_")}
         ign = {k[2:]: v.astype(bool) for k, v in d.items() if k.startswith("i_")}
-        image, fov = d["image"], d["fov"]
+        image, fov, geometry = d["image"], d["fov"], Geometry.from_dict(d["meta"]["geometry"])
         if model_side and model_side != size:
-            image, fov = _model_canvas(r.image_path(split, id_), Geometry.from_dict(d["meta"]["geometry"]), model_side)
+            image, fov = _model_canvas(r.image_path(split, id_), geometry, model_side)
         if resolution == "native":
             s = r.load(split, id_)
-            yield id_, image, fov, s.masks, s.ignore, Geometry.from_dict(d["meta"]["geometry"])
+            yield id_, image, fov, s.masks, s.ignore, geometry
         else:
             yield id_, image, fov, gts, ign
 
