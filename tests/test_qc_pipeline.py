@@ -14,6 +14,7 @@ from test_qc_overlay import _ring_hits
 from test_report import console_messages, run_chromium
 
 from pipeline.demo import DUPLICATE_FILE, MISLABELLED_EYE
+from pipeline_fixtures import CANVAS
 from pipeline.qc.overlays import overlay_uri
 from pipeline.scan import scan
 from retsam_core.mask_codec import decode_mask
@@ -130,6 +131,26 @@ def test_aggregate_from_real_run(run_copy, capsys):
     assert t.schema.field("vessel_density_all_retina").metadata[b"unit"] == b"ratio"
     assert retsam("aggregate", str(out), "--by", "participant_id,visitt") == 2
     assert "cannot group by visitt" in capsys.readouterr().err
+
+
+def test_exported_masks_are_the_masks_retsam_segment_writes(run_copy, demo_cohort, tmp_path, capsys):
+    """`retsam export-masks` maps the stored masks back onto each photograph: for the same segmenter and canvas the
+    files are byte-for-byte those `retsam segment` writes for that photograph, without segmenting again."""
+    out, _ = run_copy
+    names = ["retina_crop_tb.jpg", "odd_exif_rot90.jpg"]  # a padded canvas box; a photograph turned upright
+    assert retsam("export-masks", str(out), str(tmp_path / "exported"), *names) == 0
+    assert retsam("segment", *[str(demo_cohort.input_dir / n) for n in names], "--out", str(tmp_path / "segmented"),
+                  "--segmenter", "classical", "--canvas-size", str(CANVAS)) == 0
+    exported = sorted(p.name for p in (tmp_path / "exported").iterdir())
+    assert exported and len(exported) == len(list((tmp_path / "segmented").iterdir()))
+    for name in exported:
+        stem = name.replace(".jpg_", "_")  # export names files by image id (the manifest's path), segment by stem
+        assert (tmp_path / "exported" / name).read_bytes() == (tmp_path / "segmented" / stem).read_bytes(), name
+    vessel = cv2.imread(str(tmp_path / "exported" / "retina_crop_tb.jpg_vessel.png"), cv2.IMREAD_UNCHANGED)
+    assert vessel.shape == cv2.imread(str(demo_cohort.input_dir / "retina_crop_tb.jpg")).shape[:2]
+    assert retsam("export-masks", str(out), str(tmp_path / "only"), names[0], "--targets", "vessel,optic_disc") == 0
+    assert sorted(p.name for p in (tmp_path / "only").iterdir()) == [f"{names[0]}_optic_disc.png", f"{names[0]}_vessel.png"]
+    assert retsam("export-masks", str(out), str(tmp_path / "none"), "bad_empty.jpg") == 1
 
 
 def test_query_from_real_run(run_copy, capsys, tmp_path):

@@ -1,4 +1,4 @@
-"""`retsam overlay|report|query|aggregate`: the QC and analysis subcommands. `pipeline.cli` calls `register(subparsers)`.
+"""`retsam overlay|report|query|aggregate|export-masks`: the QC and analysis subcommands. `pipeline.cli` calls `register(subparsers)`.
 
 Each handler takes the parsed `argparse.Namespace` and returns an exit code (0 ok, 1 failure, 2 usage).
 Standalone use (before/without the main CLI): `python -m pipeline.qc.cli report OUTPUT`.
@@ -20,7 +20,7 @@ def _add_storage(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
-    """Add the `overlay`, `report`, `query` and `aggregate` subcommands to an argparse subparsers object."""
+    """Add the `overlay`, `report`, `query`, `aggregate` and `export-masks` subcommands to argparse subparsers."""
     p = subparsers.add_parser(
         "overlay", help="render QC overlay PNGs from stored masks into OUTPUT/qc/",
         description="Render QC overlays (vessels A/V, disc/cup, fovea, zone B/C rings, lesions, key numbers) from the "
@@ -75,6 +75,20 @@ def register(subparsers) -> None:
     p.add_argument("--include-rejected", action="store_true", help="keep images whose quality grade is reject")
     _add_storage(p)
     p.set_defaults(func=cmd_aggregate)
+
+
+    p = subparsers.add_parser(
+        "export-masks", help="write the stored masks as PNG files at each photograph's size",
+        description="The masks of processed images as DEST/<image>_<target>.png (8-bit 0/255), mapped back onto each "
+        "photograph exactly as `retsam segment` writes them; no segmentation is run.",
+    )
+    p.add_argument("output", help="pipeline output folder or URI")
+    p.add_argument("dest", help="folder or URI to write the PNG files to")
+    p.add_argument("image_id", nargs="*", help="image ids (default: every image with masks)")
+    p.add_argument("--targets", help="comma-separated targets (default: every stored one, fov included)")
+    p.add_argument("--canvas", action="store_true", help="write the model-canvas masks as stored instead")
+    _add_storage(p)
+    p.set_defaults(func=cmd_export_masks)
 
 
 def _opts(args) -> dict:
@@ -164,6 +178,20 @@ def cmd_aggregate(args) -> int:
     left = "; ".join(f"{reason}: {n}" for reason, n in result.left_out.items()) or "none"
     print(target)
     print(f"{result.table.height} groups from {result.images_used} ok images (left out: {left})", file=sys.stderr)
+    return 0
+
+
+def cmd_export_masks(args) -> int:
+    from pipeline.qc.export_masks import export_masks
+
+    t = time.time()
+    targets = [x.strip() for x in args.targets.split(",") if x.strip()] if args.targets else None
+    written = export_masks(args.output, args.dest, args.image_id or None, targets, _opts(args), native=not args.canvas)
+    images = len(args.image_id)
+    print(f"{len(written)} mask file(s) written to {args.dest} in {time.time() - t:.1f} s", file=sys.stderr)
+    if images and not written:
+        print("none of the given images has stored masks (error/ungradable or unknown id)", file=sys.stderr)
+        return 1
     return 0
 
 
