@@ -82,23 +82,27 @@ def compute_quality(ctx: Context, out: Output, cfg: QualityConfig = QualityConfi
     if vessel is None and "artery" in ctx.masks and "vein" in ctx.masks:
         vessel = ctx.masks["artery"] | ctx.masks["vein"]
     vals = measure(ctx.image, ctx.fov, vessel)
-    scores = {}
     for k, v in vals.items():
         out.set(f"quality_{k}", v, "no vessel mask" if k == "vessel_visibility" else "field of view too small")
-        sc = _score(v, getattr(cfg, k))
-        if sc is not None:
-            scores[k] = sc
-    if not scores:
+    graded = score_and_grade(vals, cfg)
+    if graded is None:
         out.null(cols[-3:], "no quality signal could be measured")
         return
-    mean = float(np.mean(list(scores.values())))
-    worst = min(scores.values())
-    if worst < cfg.reject_below:
-        grade = "reject"
-    elif mean >= cfg.good_above and worst >= cfg.usable_min:
-        grade = "good"
-    else:
-        grade = "usable"
+    mean, grade = graded
     out.set("quality_score", mean)
     out.set("quality_grade", grade)
     out.set("gradable", grade != "reject")
+
+
+def score_and_grade(vals: dict[str, float | None], cfg: QualityConfig = QualityConfig()) -> tuple[float, str] | None:
+    """(quality_score, quality_grade) from the measured signals; None when none could be measured."""
+    scores = {k: sc for k, v in vals.items() if (sc := _score(v, getattr(cfg, k))) is not None}
+    if not scores:
+        return None
+    mean = float(np.mean(list(scores.values())))
+    worst = min(scores.values())
+    if worst < cfg.reject_below:
+        return mean, "reject"
+    if mean >= cfg.good_above and worst >= cfg.usable_min:
+        return mean, "good"
+    return mean, "usable"
