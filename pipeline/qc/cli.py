@@ -19,76 +19,70 @@ def _add_storage(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _command(subparsers, name: str, func, help: str, description: str, **kw) -> argparse.ArgumentParser:
+    """A subcommand reading OUTPUT (local or object storage): its parser, with OUTPUT and the storage options."""
+    p = subparsers.add_parser(name, help=help, description=description, **kw)
+    p.add_argument("output", help="pipeline output folder or URI (s3://...)")
+    _add_storage(p)
+    p.set_defaults(func=func)
+    return p
+
+
 def register(subparsers) -> None:
     """Add the `overlay`, `report`, `query`, `aggregate` and `export-masks` subcommands to argparse subparsers."""
-    p = subparsers.add_parser(
-        "overlay", help="render QC overlay PNGs from stored masks into OUTPUT/qc/",
+    p = _command(
+        subparsers, "overlay", cmd_overlay, help="render QC overlay PNGs from stored masks into OUTPUT/qc/",
         description="Render QC overlays (vessels A/V, disc/cup, fovea, zone B/C rings, lesions, key numbers) from the "
         "stored masks and the re-read source image; written to OUTPUT/qc/<image>.png (or --out for one image).",
     )
-    p.add_argument("output", help="pipeline output folder or URI (s3://...)")
     p.add_argument("image_id", nargs="*", help="image ids (as in the images table); none: use --sample/--all")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--sample", type=int, metavar="N", help="render a deterministic sample of N ok images")
     g.add_argument("--all", action="store_true", help="render every image that has masks")
     p.add_argument("--out", help="with one IMAGE_ID: write the PNG here instead of OUTPUT/qc/")
-    _add_storage(p)
-    p.set_defaults(func=cmd_overlay)
 
-    p = subparsers.add_parser(
-        "report", help="write a self-contained HTML cohort report",
-        description="Cohort report: status counts and grouped errors, quality, biomarker histograms (overall and by "
-        "site/device/eye), outliers with overlays, run config/model card and timings. Self-contained HTML.",
+    p = _command(
+        subparsers, "report", cmd_report, help="write a self-contained HTML cohort report",
+        description="Cohort report: status counts and grouped errors, quality, laterality and duplicate checks, "
+        "biomarker histograms (overall and by site/device/eye), outliers with overlays, run config/model card and "
+        "timings. Self-contained HTML.",
     )
-    p.add_argument("output", help="pipeline output folder or URI")
     p.add_argument("--out", help="HTML file to write (default OUTPUT/report.html)")
     p.add_argument("--title", help="report title")
     p.add_argument("--outlier-overlays", type=int, default=8, metavar="N", help="overlays embedded for the N most extreme outliers (default 8; 0 = none)")
     p.add_argument("--max-outliers", type=int, default=30, metavar="N", help="rows in the outlier table (default 30)")
     p.add_argument("--no-write-overlays", action="store_true", help="do not store overlays rendered for the report under OUTPUT/qc/")
-    _add_storage(p)
-    p.set_defaults(func=cmd_report)
 
-    p = subparsers.add_parser(
-        "query", help="run SQL (DuckDB) over the output tables",
+    p = _command(
+        subparsers, "query", cmd_query, help="run SQL (DuckDB) over the output tables",
         description="Run DuckDB SQL with views images, segments and masks over the hive-partitioned Parquet "
         "(batch column included). Prints a table, or writes --out file.csv|file.parquet.",
         epilog='example: retsam query OUT "SELECT site, avg(crae_knudtson_um_zone_b) FROM images WHERE status=\'ok\' GROUP BY site"',
     )
-    p.add_argument("output", help="pipeline output folder or URI")
     p.add_argument("sql", help="SQL text, or @file.sql to read it from a file")
     p.add_argument("--out", help="write the result to a .csv or .parquet file (local or object storage)")
     p.add_argument("--max-rows", type=int, default=50, help="rows to print (default 50)")
-    _add_storage(p)
-    p.set_defaults(func=cmd_query)
 
-
-    p = subparsers.add_parser(
-        "aggregate", help="one row per participant (eye, visit...): biomarker means over usable images",
-        description="Reduce the images table to one row per group for analysis: ok images graded usable or better, "
+    p = _command(
+        subparsers, "aggregate", cmd_aggregate,
+        help="one row per participant (eye, visit...): biomarker means over usable images",
+        description="Reduce the images table to one row per group for analysis: ok images not graded reject, "
         "each file once (a file under two groups is left out of both), numeric biomarkers averaged over the images "
         "that have them, yes/no biomarkers as fractions. Parquet with units in the field metadata.",
     )
-    p.add_argument("output", help="pipeline output folder or URI")
     p.add_argument("--by", default="participant_id,eye", help="comma-separated columns (default participant_id,eye)")
     p.add_argument("--out", help="Parquet file to write (default OUTPUT/aggregates/by_<columns>.parquet)")
     p.add_argument("--include-rejected", action="store_true", help="keep images whose quality grade is reject")
-    _add_storage(p)
-    p.set_defaults(func=cmd_aggregate)
 
-
-    p = subparsers.add_parser(
-        "export-masks", help="write the stored masks as PNG files at each photograph's size",
+    p = _command(
+        subparsers, "export-masks", cmd_export_masks, help="write the stored masks as PNG files at each photograph's size",
         description="The masks of processed images as DEST/<image>_<target>.png (8-bit 0/255), mapped back onto each "
         "photograph exactly as `retsam segment` writes them; no segmentation is run.",
     )
-    p.add_argument("output", help="pipeline output folder or URI")
     p.add_argument("dest", help="folder or URI to write the PNG files to")
     p.add_argument("image_id", nargs="*", help="image ids (default: every image with masks)")
     p.add_argument("--targets", help="comma-separated targets (default: every stored one, fov included)")
     p.add_argument("--canvas", action="store_true", help="write the model-canvas masks as stored instead")
-    _add_storage(p)
-    p.set_defaults(func=cmd_export_masks)
 
 
 def _opts(args) -> dict:
