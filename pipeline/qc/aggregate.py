@@ -42,13 +42,13 @@ def aggregate(images: pl.LazyFrame, by: Sequence[str], include_rejected: bool = 
         meta = [c for c in names if c in _MANIFEST_LIKE]
         raise ValueError(f"cannot group by {', '.join(missing) or 'nothing'}: not a column of the images table "
                          f"(manifest-like columns here: {', '.join(meta) or 'none'}; inferred: laterality)")
-    numeric = [c.name for c in CATALOGUE if c.dtype in ("float64", "int64") and c.name in names]
-    yes_no = [c.name for c in CATALOGUE if c.dtype == "bool" and c.name in names]
+    # numeric biomarkers average, yes/no ones become fractions (the same mean); a grouping column is not averaged
+    averaged = [c.name for c in CATALOGUE if c.dtype in ("float64", "int64", "bool") and c.name in names and c.name not in by]
     file_key = pl.col("file_sha256") if "file_sha256" in names else pl.lit(None, pl.String)
     rejected = pl.col("gradable").eq(False) if "gradable" in names and not include_rejected else pl.lit(False)
     rows = (
         images.filter(pl.col("status") == "ok")
-        .select(*by, "image_id", *numeric, *yes_no, _file=pl.coalesce(file_key, pl.col("image_id")),
+        .select(*by, "image_id", *averaged, _file=pl.coalesce(file_key, pl.col("image_id")),
                 _rejected=rejected.fill_null(False))
         .with_columns(_group=pl.concat_str([pl.col(c).cast(pl.String) for c in by], separator="\x1f"))
         .with_columns(_reason=pl.when(pl.col("_group").is_null()).then(pl.lit("missing " + "/".join(by)))
@@ -67,8 +67,7 @@ def aggregate(images: pl.LazyFrame, by: Sequence[str], include_rejected: bool = 
         .agg(
             pl.len().alias("n_images"),
             pl.col("image_id").sort().alias("image_ids"),
-            *[pl.col(c).cast(pl.Float64).mean().alias(c) for c in numeric],
-            *[pl.col(c).cast(pl.Float64).mean().alias(c) for c in yes_no],
+            *[pl.col(c).cast(pl.Float64).mean().alias(c) for c in averaged],
         )
         .sort(list(by))
     )
