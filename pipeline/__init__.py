@@ -4,4 +4,4 @@ Entry points: `pipeline.runner.run_cohort`, `pipeline.reprocess.reprocess_output
 `retsam` command line (`pipeline.cli:main`).
 """
 
-PIPELINE_VERSION = "0.2.5"
+PIPELINE_VERSION = "0.2.6"

@@ -84,7 +84,7 @@ def cmd_run(args) -> int:
     cfg = _config_from(args)
     summary = run_cohort(args.input, args.output, cfg, force=args.force, model_hash_not=args.reprocess_model_hash_not,
                          retry_errors=args.retry_errors, limit=args.limit, progress=_progress_default(args), log=_log,
-                         break_lock=args.break_lock)
+                         break_lock=args.break_lock, reprocess_changed=args.reprocess_changed)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
@@ -227,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--reprocess-model-hash-not", metavar="HASH",
                    help="reprocess images whose stored model_hash differs from HASH ('' = weights-free)")
     r.add_argument("--retry-errors", action="store_true", help="reprocess images whose status is error")
+    r.add_argument("--reprocess-changed", nargs="?", const="size", choices=("size", "sha256"), metavar="size|sha256",
+                   help="reprocess images whose file changed on storage since it was processed: its size differs "
+                        "from the stored one (default), or with sha256 also same-size files whose bytes differ "
+                        "(reads every processed file again)")
     r.add_argument("--limit", type=int, help="process at most N new images")
     r.add_argument("--break-lock", action="store_true", help="take over OUTPUT from a run that died elsewhere")
     r.add_argument("--no-progress", action="store_true")

@@ -1,8 +1,9 @@
 """Turn INPUT (folder, glob, s3:// prefix, or CSV/Parquet manifest) into a listing table.
 
 The listing is an Arrow table with `image_id` (stable across runs: the path relative to the input root),
-`path` (full URI), `read_path` (the path as Ray's `path` column reports it: no scheme) and any manifest columns,
-which pass through to the output. It is the only thing proportional to the cohort held by the driver, and it is
+`path` (full URI), `read_path` (the path as Ray's `path` column reports it: no scheme), `listed_bytes` (the file's
+size as the listing reported it, at no extra request; null for manifests, which are not listed) and any manifest
+columns, which pass through to the output. It is the only thing proportional to the cohort held by the driver, and it is
 columnar (about 100 bytes per image).
 """
 
@@ -18,7 +19,7 @@ import pyarrow.compute as pc
 from pipeline.storage import IMAGE_EXTENSIONS, filesystem, protocol_of, strip_protocol, to_uri, with_retries
 
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq", ".tsv")
-RESERVED = {"image_id", "path", "read_path"}
+RESERVED = {"image_id", "path", "read_path", "listed_bytes"}
 
 
 @dataclass
@@ -68,7 +69,7 @@ def list_inputs(uri: str, storage_options: dict | None = None) -> Listing:
     if any(ch in path for ch in "*?["):
         base = path.split("*")[0].split("?")[0].split("[")[0]
         base = base if base.endswith("/") else posixpath.dirname(base) + "/"
-        found = [p for p in fs.glob(path) if not fs.isdir(p)]
+        found = {p: info for p, info in fs.glob(path, detail=True).items() if info.get("type") != "directory"}
         root = base
     else:
         if not fs.exists(path):
@@ -78,18 +79,19 @@ def list_inputs(uri: str, storage_options: dict | None = None) -> Listing:
             if proto == "file":  # streaming walk straight into Arrow: no per-file dicts for big folders
                 table, others, example = _walk_local(root)
                 return Listing(table, root, proto, other_files=others, other_example=example)
-            found = fs.find(path)
+            found = fs.find(path, detail=True)
         else:
-            found = [path]
+            found = {path: fs.info(path)}
             root = posixpath.dirname(path) + "/"
-    found = [p for p in found if not any(part.startswith((".", "_")) for part in p[len(root):].split("/"))]
+    found = {p: i for p, i in found.items() if not any(part.startswith((".", "_")) for part in p[len(root):].split("/"))}
     others = [p for p in found if not _is_image(p)]
-    found = sorted(p for p in found if _is_image(p))
-    ids = [image_id_for(p, root, proto) for p in found]
+    images = sorted(p for p in found if _is_image(p))
+    ids = [image_id_for(p, root, proto) for p in images]
     table = pa.table({
         "image_id": pa.array(ids, pa.string()),
-        "path": pa.array([to_uri(proto, p) for p in found], pa.string()),
-        "read_path": pa.array(found, pa.string()),
+        "path": pa.array([to_uri(proto, p) for p in images], pa.string()),
+        "read_path": pa.array(images, pa.string()),
+        "listed_bytes": pa.array([_size_of(found[p]) for p in images], pa.int64()),
     })
     return Listing(table, root, proto, other_files=len(others),
                    other_example=posixpath.basename(min(others)) if others else None)
@@ -103,13 +105,15 @@ def _walk_local(root: str, chunk: int = 20000) -> tuple[pa.Table, int, str | Non
     parts: list[pa.Table] = []
     ids: list[str] = []
     paths: list[str] = []
+    sizes: list[int | None] = []
 
     def flush() -> None:
         if paths:
             parts.append(pa.table({"image_id": pa.array(ids, pa.string()), "path": pa.array(paths, pa.string()),
-                                   "read_path": pa.array(paths, pa.string())}))
+                                   "read_path": pa.array(paths, pa.string()), "listed_bytes": pa.array(sizes, pa.int64())}))
             ids.clear()
             paths.clear()
+            sizes.clear()
 
     others, example = 0, None
     for dirpath, dirnames, filenames in os.walk(root):
@@ -124,14 +128,29 @@ def _walk_local(root: str, chunk: int = 20000) -> tuple[pa.Table, int, str | Non
             full = os.path.join(dirpath, name)
             paths.append(full)
             ids.append(full[len(root):])
+            sizes.append(_local_size(full))
             if len(paths) >= chunk:
                 flush()
     flush()
     if not parts:
         return pa.table({"image_id": pa.array([], pa.string()), "path": pa.array([], pa.string()),
-                         "read_path": pa.array([], pa.string())}), others, example
+                         "read_path": pa.array([], pa.string()), "listed_bytes": pa.array([], pa.int64())}), others, example
     t = pa.concat_tables(parts)
     return t.take(pc.sort_indices(t["image_id"])), others, example
+
+
+def _local_size(path: str) -> int | None:
+    import os
+
+    try:
+        return os.stat(path).st_size
+    except OSError:  # a broken link: the reader reports it as an error row
+        return None
+
+
+def _size_of(info: dict) -> int | None:
+    size = info.get("size")
+    return int(size) if size is not None else None
 
 
 def _is_image(path: str) -> bool:
@@ -161,7 +180,7 @@ def _from_manifest(uri: str, fs, proto: str) -> Listing:
         raise ValueError(f"manifest {uri} has no 'path' column (columns: {', '.join(table.column_names)})")
     if "mm_per_px" in table.column_names:
         table = table.set_column(table.column_names.index("mm_per_px"), "mm_per_px", pc.cast(table["mm_per_px"], pa.float64()))
-    for bad in ("image_id", "read_path"):
+    for bad in ("image_id", "read_path", "listed_bytes"):
         if bad in table.column_names:
             table = table.rename_columns([f"manifest_{c}" if c == bad else c for c in table.column_names])
     root_dir = posixpath.dirname(mpath) + "/"
@@ -186,7 +205,7 @@ def _from_manifest(uri: str, fs, proto: str) -> Listing:
     ids = [image_id_for(r, root_dir, proto) for r in read]
     meta = table.drop_columns(["path"])
     out = pa.table({"image_id": pa.array(ids, pa.string()), "path": pa.array(full, pa.string()),
-                    "read_path": pa.array(read, pa.string())})
+                    "read_path": pa.array(read, pa.string()), "listed_bytes": pa.nulls(len(ids), pa.int64())})
     for name in meta.column_names:
         out = out.append_column(name, meta[name])
     before = out.num_rows

@@ -21,8 +21,9 @@ import pyarrow.compute as pc
 
 from pipeline import PIPELINE_VERSION
 from pipeline import schema as S
+from pipeline.changes import find_changes
 from pipeline.config import PipelineConfig
-from pipeline.listing import Listing, list_inputs
+from pipeline.listing import RESERVED, Listing, list_inputs
 from pipeline.output import Output
 from pipeline.resources import ensure_ray, plan_resources
 from pipeline.storage import filesystem, resolve_storage_options
@@ -49,11 +50,11 @@ def segmenter_provenance(cfg: PipelineConfig) -> dict[str, Any]:
 
 # Selection ------------------------------------------------------------------------------------------------
 def select_todo(listing: Listing, done: pa.Table, *, force: bool = False, model_hash_not: str | None = None,
-                retry_errors: bool = False) -> tuple[pa.Table, int, int]:
+                retry_errors: bool = False, changed: list[str] | None = None) -> tuple[pa.Table, int, int]:
     """Anti-join of the listing against committed image ids (before any image bytes are read).
 
     Returns (todo, skipped, superseding): rows to process, rows already done, and rows that will replace an
-    existing row (--force / --reprocess-model-hash-not / --retry-errors)."""
+    existing row (--force / --reprocess-model-hash-not / --retry-errors / --reprocess-changed: `changed` ids)."""
     if done.num_rows == 0:
         return listing.table, 0, 0
     keep = done
@@ -64,6 +65,8 @@ def select_todo(listing: Listing, done: pa.Table, *, force: bool = False, model_
             keep = keep.filter(pc.equal(pc.fill_null(keep["model_hash"], ""), model_hash_not))
         if retry_errors:
             keep = keep.filter(pc.not_equal(keep["status"], "error"))
+        if changed:
+            keep = keep.filter(pc.invert(pc.is_in(keep["image_id"], value_set=pa.array(changed, pa.string()))))
     keep_ids = keep.select(["image_id"])
     todo = listing.table.join(keep_ids, keys="image_id", join_type="left anti")
     in_listing_done = listing.table.num_rows - todo.num_rows
@@ -76,8 +79,11 @@ def select_todo(listing: Listing, done: pa.Table, *, force: bool = False, model_
 def run_cohort(input_uri: str, output_uri: str, cfg: PipelineConfig | None = None, *, force: bool = False,
                model_hash_not: str | None = None, retry_errors: bool = False, limit: int | None = None,
                progress: bool | None = None, log: Callable[[str], None] = print, run_id: str | None = None,
-               break_lock: bool = False) -> dict:
-    """Process every image of INPUT not yet in OUTPUT; returns the summary (see the module docstring)."""
+               break_lock: bool = False, reprocess_changed: str | None = None) -> dict:
+    """Process every image of INPUT not yet in OUTPUT; returns the summary (see the module docstring).
+
+    `reprocess_changed` ("size" or "sha256", pipeline.changes) also processes again the images whose file changed
+    on storage since their row was written; without it such files are counted and named, not processed."""
     from pipeline.output import WriterLock
 
     cfg = cfg or PipelineConfig()
@@ -85,12 +91,13 @@ def run_cohort(input_uri: str, output_uri: str, cfg: PipelineConfig | None = Non
     out = Output(output_uri, resolve_storage_options(output_uri, cfg.storage_options))
     with WriterLock(out, run_id, break_lock=break_lock):
         return _run_cohort(input_uri, output_uri, cfg, force=force, model_hash_not=model_hash_not,
-                           retry_errors=retry_errors, limit=limit, progress=progress, log=log, run_id=run_id)
+                           retry_errors=retry_errors, limit=limit, progress=progress, log=log, run_id=run_id,
+                           reprocess_changed=reprocess_changed)
 
 
 def _run_cohort(input_uri: str, output_uri: str, cfg: PipelineConfig, *, force: bool, model_hash_not: str | None,
                 retry_errors: bool, limit: int | None, progress: bool | None, log: Callable[[str], None],
-                run_id: str) -> dict:
+                run_id: str, reprocess_changed: str | None) -> dict:
     t_start = time.time()
     progress = sys.stderr.isatty() if progress is None else progress
     timings: dict[str, float] = {}
@@ -109,10 +116,15 @@ def _run_cohort(input_uri: str, output_uri: str, cfg: PipelineConfig, *, force: 
     listing = list_inputs(input_uri, in_opts)
     timings["listing_s"] = time.time() - t
     t = time.time()
-    done = out.read_images(["image_id", "model_hash", "status"])
+    done = out.read_images(["image_id", "model_hash", "status", "file_bytes"]
+                           + (["file_sha256"] if reprocess_changed == "sha256" else []))
+    changes = find_changes(listing.table, done, filesystem(listing.root, in_opts), reprocess_changed)
     todo, skipped, superseding = select_todo(listing, done, force=force, model_hash_not=model_hash_not,
-                                             retry_errors=retry_errors)
+                                             retry_errors=retry_errors,
+                                             changed=changes.image_ids if reprocess_changed else None)
     del done
+    for line in changes.report(reprocessing=reprocess_changed is not None):
+        log(line)
     if limit is not None:
         todo = todo.slice(0, limit)
     timings["anti_join_s"] = time.time() - t
@@ -123,12 +135,14 @@ def _run_cohort(input_uri: str, output_uri: str, cfg: PipelineConfig, *, force: 
 
     counts = {"listed": len(listing), "other_files_not_listed": listing.other_files,
               "skipped": skipped - superseding if superseding else skipped, "processed": 0,
-              "ok": 0, "error": 0, "ungradable": 0, "batches": 0, "superseded": superseding}
+              "ok": 0, "error": 0, "ungradable": 0, "batches": 0, "superseded": superseding,
+              "changed_on_storage": len(changes)}
     counts["skipped"] = len(listing) - todo.num_rows if not limit else skipped
     record: dict[str, Any] = {
         "run_id": run_id, "status": "running", "started_at": datetime.now(timezone.utc).isoformat(),
         "input": input_uri, "output": output_uri, "config": cfg.redacted(), "pipeline_version": PIPELINE_VERSION,
-        "options": {"force": force, "model_hash_not": model_hash_not, "retry_errors": retry_errors, "limit": limit},
+        "options": {"force": force, "model_hash_not": model_hash_not, "retry_errors": retry_errors, "limit": limit,
+                    "reprocess_changed": reprocess_changed},
         "host": socket.gethostname(), "versions": library_versions(),
     }
     stage_s = {"segment_s": 0.0, "quantify_s": 0.0, "write_s": 0.0, "pipeline_s": 0.0}
@@ -350,7 +364,7 @@ def _value_counts(arr) -> tuple[list, list]:
 
 def assemble_images(shard: pa.Table, results: pa.Table | None, listing: Listing, defaults: dict | None = None) -> pa.Table:
     """Listing rows (with manifest metadata) + stage results; images missing from the results were unreadable."""
-    meta_names = [c for c in shard.column_names if c not in ("image_id", "path", "read_path")]
+    meta_names = [c for c in shard.column_names if c not in RESERVED]
     meta_fields = [shard.schema.field(c) for c in meta_names]
     schema = S.image_schema(meta_fields)
     ids = shard["image_id"].to_pylist()

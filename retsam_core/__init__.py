@@ -3,4 +3,4 @@
 Decode and preprocess one image, segment it (classical or learned), and turn masks into biomarkers.
 """
 
-__version__ = "0.2.5"
+__version__ = "0.2.6"

@@ -54,6 +54,13 @@ def test_s3_input_and_output(demo_cohort, s3_bucket, s3_endpoint, ray_local):
     s2 = run_cohort(f"s3://{s3_bucket}/cohort/", out, fast_config(), **QUIET)
     assert s2["processed"] == 0 and s2["skipped"] == 4
     assert s2["other_files_not_listed"] == 2  # the manifest and the extensionless DICOM: counted, named in the log
+    # an object replaced after it was processed: the prefix listing's sizes find it, and it is processed again
+    replaced = (demo_cohort.input_dir / "retina_q95.jpg").read_bytes()
+    s3.put_object(Bucket=s3_bucket, Key="cohort/site A/retina_q75.jpg", Body=replaced)
+    s3_changed = run_cohort(f"s3://{s3_bucket}/cohort/", out, fast_config(), reprocess_changed="size", **QUIET)
+    assert (s3_changed["changed_on_storage"], s3_changed["processed"], s3_changed["superseded"]) == (1, 1, 1)
+    df = scan(out)["images"].collect()
+    assert df.height == 5 and df.filter(pl.col("image_id") == "site A/retina_q75.jpg")["file_bytes"].item() == len(replaced)
     # never print secrets
     import json
 
