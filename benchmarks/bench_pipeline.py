@@ -102,7 +102,7 @@ import json, os, resource, sys, time
 sys.path.insert(0, sys.argv[2])
 from pipeline.listing import list_inputs
 from pipeline.output import Output
-from pipeline.runner import select_todo
+from pipeline.selection import select_todo
 import pipeline.stages, pipeline.scan  # everything the driver imports for a run (Ray itself excluded)
 root = sys.argv[1]
 

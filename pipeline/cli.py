@@ -79,9 +79,15 @@ def _log(msg: str) -> None:
 
 # run --------------------------------------------------------------------------------------------------------
 def cmd_run(args) -> int:
-    from pipeline.runner import run_cohort
+    from pipeline.runner import dry_run, run_cohort
 
     cfg = _config_from(args)
+    if args.dry_run:
+        plan = dry_run(args.input, args.output, cfg, force=args.force, model_hash_not=args.reprocess_model_hash_not,
+                       retry_errors=args.retry_errors, limit=args.limit, reprocess_changed=args.reprocess_changed,
+                       log=_log)
+        print(json.dumps(plan, indent=2, default=str) if args.json else dry_run_lines(plan))
+        return 0
     summary = run_cohort(args.input, args.output, cfg, force=args.force, model_hash_not=args.reprocess_model_hash_not,
                          retry_errors=args.retry_errors, limit=args.limit, progress=_progress_default(args), log=_log,
                          break_lock=args.break_lock, reprocess_changed=args.reprocess_changed)
@@ -90,6 +96,18 @@ def cmd_run(args) -> int:
     else:
         print(summary_line(summary))
     return 0
+
+
+def dry_run_lines(plan: dict) -> str:
+    lines = [f"dry run (nothing written): {plan['listed']} images listed in {plan['input']}, {plan['skipped']} already "
+             f"in {plan['output']}, {plan['to_process']} would be processed"
+             + (f" ({plan['superseding']} replacing existing rows)" if plan["superseding"] else "")]
+    if plan["first_to_process"]:
+        more = plan["to_process"] - len(plan["first_to_process"])
+        lines.append("  first: " + ", ".join(plan["first_to_process"]) + (f" (+{more} more)" if more > 0 else ""))
+    if plan["changed_on_storage"]:
+        lines.append(f"  changed on storage: {plan['changed_on_storage']}, e.g. " + ", ".join(plan["changed_example"]))
+    return "\n".join(lines)
 
 
 def summary_line(s: dict) -> str:
@@ -232,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "from the stored one (default), or with sha256 also same-size files whose bytes differ "
                         "(reads every processed file again)")
     r.add_argument("--limit", type=int, help="process at most N new images")
+    r.add_argument("--dry-run", action="store_true",
+                   help="list INPUT and say what would be processed (changed files included); write nothing, no Ray")
     r.add_argument("--break-lock", action="store_true", help="take over OUTPUT from a run that died elsewhere")
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--json", action="store_true", help="print the summary as JSON")

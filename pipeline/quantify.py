@@ -159,7 +159,8 @@ def _quantify_cohort(listing, output: str, cfg: PipelineConfig, run_id: str, *, 
 
     from pipeline.output import Output
     from pipeline.resources import ensure_ray, plan_resources
-    from pipeline.runner import consume_and_commit, select_todo
+    from pipeline.runner import consume_and_commit
+    from pipeline.selection import select_todo
     from pipeline.storage import resolve_storage_options
 
     t0 = time.time()

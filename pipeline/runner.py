@@ -21,11 +21,11 @@ import pyarrow.compute as pc
 
 from pipeline import PIPELINE_VERSION
 from pipeline import schema as S
-from pipeline.changes import find_changes
 from pipeline.config import PipelineConfig
-from pipeline.listing import RESERVED, Listing, list_inputs
+from pipeline.listing import RESERVED, Listing
 from pipeline.output import Output
 from pipeline.resources import ensure_ray, plan_resources
+from pipeline.selection import Redo, plan_work
 from pipeline.storage import filesystem, resolve_storage_options
 
 
@@ -48,33 +48,6 @@ def segmenter_provenance(cfg: PipelineConfig) -> dict[str, Any]:
     return prov
 
 
-# Selection ------------------------------------------------------------------------------------------------
-def select_todo(listing: Listing, done: pa.Table, *, force: bool = False, model_hash_not: str | None = None,
-                retry_errors: bool = False, changed: list[str] | None = None) -> tuple[pa.Table, int, int]:
-    """Anti-join of the listing against committed image ids (before any image bytes are read).
-
-    Returns (todo, skipped, superseding): rows to process, rows already done, and rows that will replace an
-    existing row (--force / --reprocess-model-hash-not / --retry-errors / --reprocess-changed: `changed` ids)."""
-    if done.num_rows == 0:
-        return listing.table, 0, 0
-    keep = done
-    if force:
-        keep = done.slice(0, 0)
-    else:
-        if model_hash_not is not None:
-            keep = keep.filter(pc.equal(pc.fill_null(keep["model_hash"], ""), model_hash_not))
-        if retry_errors:
-            keep = keep.filter(pc.not_equal(keep["status"], "error"))
-        if changed:
-            keep = keep.filter(pc.invert(pc.is_in(keep["image_id"], value_set=pa.array(changed, pa.string()))))
-    keep_ids = keep.select(["image_id"])
-    todo = listing.table.join(keep_ids, keys="image_id", join_type="left anti")
-    in_listing_done = listing.table.num_rows - todo.num_rows
-    superseding = todo.join(done.select(["image_id"]), keys="image_id", join_type="left semi").num_rows
-    todo = todo.sort_by("image_id")
-    return todo, in_listing_done, superseding
-
-
 # Main -----------------------------------------------------------------------------------------------------
 def run_cohort(input_uri: str, output_uri: str, cfg: PipelineConfig | None = None, *, force: bool = False,
                model_hash_not: str | None = None, retry_errors: bool = False, limit: int | None = None,
@@ -88,16 +61,26 @@ def run_cohort(input_uri: str, output_uri: str, cfg: PipelineConfig | None = Non
 
     cfg = cfg or PipelineConfig()
     run_id = run_id or new_run_id()
+    redo = Redo(force, model_hash_not, retry_errors, reprocess_changed)
     out = Output(output_uri, resolve_storage_options(output_uri, cfg.storage_options))
     with WriterLock(out, run_id, break_lock=break_lock):
-        return _run_cohort(input_uri, output_uri, cfg, force=force, model_hash_not=model_hash_not,
-                           retry_errors=retry_errors, limit=limit, progress=progress, log=log, run_id=run_id,
-                           reprocess_changed=reprocess_changed)
+        return _run_cohort(input_uri, output_uri, cfg, redo=redo, limit=limit, progress=progress, log=log,
+                           run_id=run_id)
 
 
-def _run_cohort(input_uri: str, output_uri: str, cfg: PipelineConfig, *, force: bool, model_hash_not: str | None,
-                retry_errors: bool, limit: int | None, progress: bool | None, log: Callable[[str], None],
-                run_id: str, reprocess_changed: str | None) -> dict:
+def dry_run(input_uri: str, output_uri: str, cfg: PipelineConfig | None = None, *, force: bool = False,
+            model_hash_not: str | None = None, retry_errors: bool = False, limit: int | None = None,
+            reprocess_changed: str | None = None, log: Callable[[str], None] = print) -> dict:
+    """What `run_cohort` with these options would process, without writing anything or starting Ray."""
+    cfg = cfg or PipelineConfig()
+    out = Output(output_uri, resolve_storage_options(output_uri, cfg.storage_options))
+    redo = Redo(force, model_hash_not, retry_errors, reprocess_changed)
+    work = plan_work(input_uri, out, resolve_storage_options(input_uri, cfg.storage_options), redo, limit, log)
+    return {**work.summary(), "input": input_uri, "output": output_uri, "options": {**redo.to_dict(), "limit": limit}}
+
+
+def _run_cohort(input_uri: str, output_uri: str, cfg: PipelineConfig, *, redo: Redo, limit: int | None,
+                progress: bool | None, log: Callable[[str], None], run_id: str) -> dict:
     t_start = time.time()
     progress = sys.stderr.isatty() if progress is None else progress
     timings: dict[str, float] = {}
@@ -112,22 +95,9 @@ def _run_cohort(input_uri: str, output_uri: str, cfg: PipelineConfig, *, force: 
     if any(cleaned.values()) or deduped:
         log(f"recovered from an earlier interrupted run: {cleaned}, duplicate rows dropped: {deduped}")
 
-    t = time.time()
-    listing = list_inputs(input_uri, in_opts)
-    timings["listing_s"] = time.time() - t
-    t = time.time()
-    done = out.read_images(["image_id", "model_hash", "status", "file_bytes"]
-                           + (["file_sha256"] if reprocess_changed == "sha256" else []))
-    changes = find_changes(listing.table, done, filesystem(listing.root, in_opts), reprocess_changed)
-    todo, skipped, superseding = select_todo(listing, done, force=force, model_hash_not=model_hash_not,
-                                             retry_errors=retry_errors,
-                                             changed=changes.image_ids if reprocess_changed else None)
-    del done
-    for line in changes.report(reprocessing=reprocess_changed is not None):
-        log(line)
-    if limit is not None:
-        todo = todo.slice(0, limit)
-    timings["anti_join_s"] = time.time() - t
+    work = plan_work(input_uri, out, in_opts, redo, limit, log)
+    timings.update(work.timings)
+    listing, todo, skipped, superseding, changes = work.listing, work.todo, work.skipped, work.superseding, work.changes
     log(f"input {input_uri}: {len(listing)} images listed"
         + (f" ({listing.duplicates_dropped} duplicate manifest rows dropped)" if listing.duplicates_dropped else "")
         + listing.other_files_note() + f"; {skipped} already in {output_uri}; {todo.num_rows} to process"
@@ -141,8 +111,7 @@ def _run_cohort(input_uri: str, output_uri: str, cfg: PipelineConfig, *, force: 
     record: dict[str, Any] = {
         "run_id": run_id, "status": "running", "started_at": datetime.now(timezone.utc).isoformat(),
         "input": input_uri, "output": output_uri, "config": cfg.redacted(), "pipeline_version": PIPELINE_VERSION,
-        "options": {"force": force, "model_hash_not": model_hash_not, "retry_errors": retry_errors, "limit": limit,
-                    "reprocess_changed": reprocess_changed},
+        "options": {**redo.to_dict(), "limit": limit},
         "host": socket.gethostname(), "versions": library_versions(),
     }
     stage_s = {"segment_s": 0.0, "quantify_s": 0.0, "write_s": 0.0, "pipeline_s": 0.0}

@@ -1,5 +1,6 @@
 """Files replaced on storage after they were processed: a rerun names them, and processes them again when asked
-(--reprocess-changed), each image still once in the output (real Ray, real Parquet, real files)."""
+(--reprocess-changed), each image still once in the output; a dry run says so and writes nothing (real Ray, real
+Parquet, real files)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pyarrow as pa
 
 from pipeline.changes import find_changes
 from pipeline.listing import list_inputs
-from pipeline.runner import run_cohort
+from pipeline.cli import main
+from pipeline.runner import dry_run, run_cohort
 from pipeline.scan import scan
 from pipeline.storage import filesystem
 from tests.pipeline_fixtures import copy_images, fast_config
@@ -32,7 +34,7 @@ def _sha(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_changed_files_are_named_and_processed_again_on_request(demo_cohort, tmp_path, ray_local):
+def test_changed_files_are_named_and_processed_again_on_request(demo_cohort, tmp_path, ray_local, capsys):
     inp = copy_images(demo_cohort.input_dir, tmp_path / "in", NAMES)
     out = tmp_path / "out"
     first, _ = _run(inp, out)
@@ -43,6 +45,15 @@ def test_changed_files_are_named_and_processed_again_on_request(demo_cohort, tmp
     same = bytearray((inp / "retina_hflip.jpg").read_bytes())
     same[len(same) // 2] ^= 0xFF
     (inp / "retina_hflip.jpg").write_bytes(bytes(same))
+
+    files_before = sorted((f.relative_to(out), f.stat().st_mtime_ns) for f in out.rglob("*"))
+    for check, expected in ((None, []), ("size", ["retina_q75.jpg"]), ("sha256", ["retina_hflip.jpg", "retina_q75.jpg"])):
+        plan = dry_run(str(inp), str(out), fast_config(), reprocess_changed=check, log=lambda m: None)
+        assert plan["first_to_process"] == expected and plan["superseding"] == len(expected)
+        assert plan["changed_on_storage"] == (1 if check is None else len(expected))
+    assert main(["run", str(inp), str(out), "--dry-run", "--reprocess-changed"]) == 0
+    assert "1 would be processed (1 replacing existing rows)" in capsys.readouterr().out
+    assert sorted((f.relative_to(out), f.stat().st_mtime_ns) for f in out.rglob("*")) == files_before  # nothing written
 
     plain, lines = _run(inp, out)  # no request: nothing processed, the size change named
     assert plain["processed"] == 0 and plain["changed_on_storage"] == 1
