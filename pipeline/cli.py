@@ -173,6 +173,11 @@ def cmd_segment(args) -> int:
     outdir = Path(args.out)
     outdir.mkdir(parents=True, exist_ok=True)
     seg = load_segmenter(cfg.segmenter, device="cuda" if cfg.num_gpus > 0 else "cpu")
+    if args.probabilities:
+        if not hasattr(seg, "keep_probabilities"):
+            _log(f"--probabilities: the {seg.info.name} segmenter has no probability maps; masks only")
+        else:
+            seg.keep_probabilities = True
     side = seg.info.canvas_side(cfg.field_angle_deg, cfg.canvas_size)  # an angular-scale model sets its own
     limits = DecodeLimits(min_side=cfg.min_side, max_pixels=cfg.max_pixels, target_side=side)
     failures = 0
@@ -192,8 +197,35 @@ def cmd_segment(args) -> int:
             path = outdir / f"{f.stem}_{target}.png"
             path.write_bytes(encode_mask(full))  # the stored masks' PNG: 8-bit 0/255
             written.append(path.name)
+        if args.probabilities:
+            written += _write_probabilities(seg, list(masks), pre, outdir, f.stem)
         print(f"{f}: {', '.join(written)} ({dec.original_width}x{dec.original_height})")
     return 1 if failures and failures == len(files) else 0
+
+
+def _write_probabilities(seg, targets: list[str], pre, outdir: Path, stem: str) -> list[str]:
+    """<stem>_<target>_prob.png: the network's probability (0-255 for 0-1) at the original size, resampled
+    bilinearly, zero outside the field of view, for each target whose mask is the learned one (a hybrid's classical
+    targets have none)."""
+    import cv2
+    import numpy as np
+
+    from retsam_core.preprocess import canvas_to_original, mask_to_original
+
+    kept = getattr(seg, "kept_probabilities", None)
+    fov = mask_to_original(pre.fov, pre.geometry)
+    written = []
+    for target in targets:
+        probs = kept(target) if kept is not None else None
+        if probs is None:
+            continue
+        full = canvas_to_original(probs[0].astype(np.float32), pre.geometry, "linear") * fov
+        ok, buf = cv2.imencode(".png", np.clip(np.rint(full * 255), 0, 255).astype(np.uint8))
+        if ok:
+            path = outdir / f"{stem}_{target}_prob.png"
+            path.write_bytes(buf.tobytes())
+            written.append(path.name)
+    return written
 
 
 # reprocess --------------------------------------------------------------------------------------------------
@@ -269,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("inputs", nargs="+", help="image files or folders")
     s.add_argument("--out", required=True)
     _add_config_args(s, only=("canvas_size", "segmenter", "num_gpus", "field_angle_deg"))
+    s.add_argument("--probabilities", action="store_true",
+                   help="also <stem>_<target>_prob.png: the network's probability map (0-255), original size")
     s.set_defaults(func=cmd_segment)
 
     rp = sub.add_parser("reprocess", help="recompute biomarkers from stored masks (no segmentation)")

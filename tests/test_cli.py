@@ -40,6 +40,27 @@ def test_segment_writes_original_size_masks(demo_cohort, tmp_path, capsys):
     assert "too small" in capsys.readouterr().err
 
 
+def test_segment_probability_maps_line_up_with_the_masks(demo_cohort, tmp_path, capsys):
+    """--probabilities: the learned targets' maps at the photograph's size, zero outside the field of view, and cut
+    at the model's threshold they give the mask (up to the finishing step); a segmenter without maps says so."""
+    img = demo_cohort.input_dir / "retina_crop_tb.jpg"
+    assert main(["segment", str(img), "--out", str(tmp_path / "learned"), "--probabilities"]) == 0
+    h, w = cv2.imread(str(img)).shape[:2]
+    fov = cv2.imread(str(tmp_path / "learned" / f"{img.stem}_fov.png"), cv2.IMREAD_UNCHANGED) > 0
+    for target in ("vessel", "optic_disc"):
+        prob = cv2.imread(str(tmp_path / "learned" / f"{img.stem}_{target}_prob.png"), cv2.IMREAD_UNCHANGED)
+        mask = cv2.imread(str(tmp_path / "learned" / f"{img.stem}_{target}.png"), cv2.IMREAD_UNCHANGED) > 0
+        assert prob.shape == (h, w) and prob.dtype == np.uint8 and prob[~fov].max() == 0
+        assert len(np.unique(prob)) > 50  # a soft map, not a mask
+        cut = prob >= 128
+        assert 2 * (cut & mask).sum() / (cut.sum() + mask.sum()) > 0.95, target
+    assert not list((tmp_path / "learned").glob("*_fovea_prob.png"))  # the hybrid's fovea is the classical one
+    assert main(["segment", str(img), "--out", str(tmp_path / "classical"), "--segmenter", "classical",
+                 "--canvas-size", "256", "--probabilities"]) == 0
+    assert not list((tmp_path / "classical").glob("*_prob.png"))
+    assert "has no probability maps" in capsys.readouterr().err
+
+
 def test_segment_reads_a_dicom_like_its_jpeg(demo_cohort, tmp_path):
     """retina_op.dcm holds retina_q95.jpg's photograph: its masks come out at that size and nearly the same."""
     dicom, jpeg = demo_cohort.input_dir / "retina_op.dcm", demo_cohort.input_dir / "retina_q95.jpg"
