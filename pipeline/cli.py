@@ -249,19 +249,12 @@ def cmd_quantify(args) -> int:
 
 # status -----------------------------------------------------------------------------------------------------
 def cmd_status(args) -> int:
-    from pipeline.scan import scan
+    from pipeline.status import output_status, status_text
 
     cfg = _config_from(args)
-    frames = scan(args.output, cfg.storage_options or None)
-    import polars as pl
-
-    images = frames["images"]
-    counts = images.group_by("status").len().sort("status").collect()
-    n_batches = images.select(pl.col("batch").n_unique()).collect().item() if "batch" in images.collect_schema().names() else 0
-    print(f"{args.output}: {counts['len'].sum() if counts.height else 0} images in {n_batches} batches")
-    for status, n in counts.iter_rows():
-        print(f"  {status:<11} {n}")
-    return 0
+    summary = output_status(args.output, cfg.storage_options or None)
+    print(json.dumps(summary, indent=2, default=str) if args.json else status_text(summary))
+    return 0 if summary["exists"] else 1
 
 
 # parser -----------------------------------------------------------------------------------------------------
@@ -321,9 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(q)
     q.set_defaults(func=cmd_quantify)
 
-    st = sub.add_parser("status", help="counts per status in an output")
+    st = sub.add_parser("status", help="an output's counts per status, models, versions, latest runs, writer")
     st.add_argument("output")
     _add_config_args(st, only=())
+    st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
 
     _register_optional(sub)

@@ -264,6 +264,11 @@ class WriterLock:
         except (FileNotFoundError, ValueError):
             return None
 
+    def live_holder(self) -> dict | None:
+        """The run writing this output now (run id, host, pid, heartbeat), or None."""
+        holder = self._holder()
+        return holder if holder and self._alive(holder) else None
+
     def _alive(self, holder: dict) -> bool:
         import os
         import socket

@@ -87,7 +87,8 @@ def test_demo_command_end_to_end(tmp_path, capsys, ray_local):
     assert check and main(check.group(1).split()) == 0 and (results / "report.html").stat().st_size > 10_000
     capsys.readouterr()
     assert main(["status", str(results)]) == 0
-    assert "ungradable" in capsys.readouterr().out
+    status = capsys.readouterr().out
+    assert "ungradable" in status and "latest runs" in status and "finished, processed" in status
     # rerun through the CLI: nothing left to do, summary as JSON
     assert main(["run", str(tmp_path / "demo" / "input" / "manifest.csv"), str(results), "--json", "--no-progress",
                  "--canvas-size", "256"]) == 0

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from pipeline.runner import run_cohort
 from pipeline.scan import scan
+from pipeline.status import output_status, status_text
 from tests.pipeline_fixtures import copy_images, fast_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,6 +62,8 @@ def test_s3_input_and_output(demo_cohort, s3_bucket, s3_endpoint, ray_local):
     assert (s3_changed["changed_on_storage"], s3_changed["processed"], s3_changed["superseded"]) == (1, 1, 1)
     df = scan(out)["images"].collect()
     assert df.height == 5 and df.filter(pl.col("image_id") == "site A/retina_q75.jpg")["file_bytes"].item() == len(replaced)
+    st = output_status(out)  # `retsam status` on S3: the two runs that processed images, newest first
+    assert st["images"] == 5 and [r["processed"] for r in st["runs"]] == [1, 5] and st["writing_now"] is None
     # never print secrets
     import json
 
@@ -98,10 +101,17 @@ def test_resume_after_sigkill(demo_cohort, tmp_path, ray_local):
         pq.read_table(f)
     seen = scan(str(out))["images"].collect()
     assert seen["image_id"].is_unique().all() and 2 <= seen.height < len(names)
+    killed = output_status(str(out))  # the killed run is named as cut short; its dead lock is not a live writer
+    assert killed["images"] == seen.height and killed["writing_now"] is None
+    assert [r["state"].split()[0] for r in killed["runs"]] == ["interrupted"]
     s = run_cohort(str(src), str(out), fast_config(shard_size=4, segment_num_cpus=2), **QUIET)  # threaded decode
     df = scan(str(out))["images"].collect()
     assert sorted(df["image_id"].to_list()) == names  # exactly once
     assert s["skipped"] == seen.height and s["processed"] == len(names) - seen.height
+    after = output_status(str(out))
+    assert [r["state"].split()[0] for r in after["runs"]] == ["finished", "interrupted"]
+    assert after["runs"][0]["processed"] == s["processed"] and after["by_status"] == {"ok": len(names)}
+    assert "interrupted (killed or failed: rerun to resume)" in status_text(after)
     assert not (out / "_staging").exists() or not any((out / "_staging").iterdir())
     frames = scan(str(out))
     assert frames["segments"].collect().height == df["n_segment_rows"].sum()
