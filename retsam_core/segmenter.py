@@ -48,19 +48,13 @@ def load_segmenter(spec: str | None = None, device: str | None = None) -> Segmen
     "default": the shipped learned model combined per target with the classical one (`hybrid.HybridSegmenter`),
     when its card says it beats the classical segmenter on vessels; else classical. "learned": the shipped model
     alone. A path/URI: those weights alone, every trained channel as the card describes it. A learned spec may
-    end in "+flip" (e.g. "default+flip"): test-time flip averaging, 4 forward passes (`loading.TTA_FLIPS`); the
+    end in "+flip" (e.g. "default+flip"): test-time flip averaging, 4 forward passes (`loading.TTA_FLIPS`), and/or
+    in "+bf16": bf16 autocast on the CPU too (faster on CPUs with bf16 instructions; docs/model_eval/cpu_bf16/). The
     segmenter's name then says so, and with it every row's provenance.
     """
     from retsam_core.classical import ClassicalSegmenter
 
-    tta = "none"
-    if spec and "+" in spec:
-        from retsam_core.model.loading import TTA_FLIPS
-
-        if spec.rsplit("+", 1)[1] in TTA_FLIPS:
-            spec, tta = spec.rsplit("+", 1)
-            if spec == "classical":
-                raise ValueError("test-time augmentation applies to a learned segmenter, not the classical one")
+    spec, tta, cpu_bf16 = _learned_options(spec)
     if spec == "classical":
         return ClassicalSegmenter()
     if spec in (None, "", "default", "learned"):
@@ -73,7 +67,7 @@ def load_segmenter(spec: str | None = None, device: str | None = None) -> Segmen
             return ClassicalSegmenter()
         from retsam_core.model.loading import LearnedSegmenter
 
-        learned = LearnedSegmenter.from_uri(str(path), device=device, tta=tta)
+        learned = LearnedSegmenter.from_uri(str(path), device=device, tta=tta, cpu_bf16=cpu_bf16)
         if spec == "learned":
             return learned
         from retsam_core.hybrid import HybridSegmenter
@@ -81,4 +75,25 @@ def load_segmenter(spec: str | None = None, device: str | None = None) -> Segmen
         return HybridSegmenter(learned, learned.card)
     from retsam_core.model.loading import LearnedSegmenter
 
-    return LearnedSegmenter.from_uri(spec, device=device, tta=tta)
+    return LearnedSegmenter.from_uri(spec, device=device, tta=tta, cpu_bf16=cpu_bf16)
+
+
+def _learned_options(spec: str | None) -> tuple[str | None, str, bool]:
+    """Split "SPEC[+flip][+bf16]" (either order) into (SPEC, tta, cpu_bf16); the options need a learned segmenter."""
+    tta, cpu_bf16 = "none", False
+    if not spec:
+        return spec, tta, cpu_bf16
+    from retsam_core.model.loading import TTA_FLIPS
+
+    while "+" in spec:
+        base, option = spec.rsplit("+", 1)
+        if option == "bf16" and not cpu_bf16:
+            cpu_bf16 = True
+        elif option in TTA_FLIPS and tta == "none":
+            tta = option
+        else:
+            break
+        spec = base
+    if spec == "classical" and (tta != "none" or cpu_bf16):
+        raise ValueError("test-time augmentation and bf16 apply to a learned segmenter, not the classical one")
+    return spec, tta, cpu_bf16
