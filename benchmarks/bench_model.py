@@ -2,6 +2,7 @@
 
   python benchmarks/bench_model.py [--weights W] [--runs 7] [--eval-summary out/eval/summary.json] [--json OUT]
   python benchmarks/bench_model.py --gpu [--batch 16]     # images/s on a GPU, bf16 and fp32
+  python benchmarks/bench_model.py --cpu-bf16 [--threads 1]  # fp32 against +bf16 on this CPU
 
 Reports: forward pass at the model's own resolution (network only), and `segment()` on a 1024 px canvas
 (resize in, network, resize + threshold out), with the 1-minute load average so that numbers taken on a shared
@@ -53,6 +54,43 @@ def bench(weights: str | None, runs: int = 7, canvas: int = 1024) -> dict:
         "runs": runs, "params_millions": round(sum(p.numel() for p in seg.model.parameters()) / 1e6, 2),
         "decoders_computed": [g for g in seg.model.cfg.task_groups if g not in seg.model.skip_groups],
         "load_average_1min": os.getloadavg()[0], "cpu_count": os.cpu_count(), "torch": torch.__version__,
+    }
+
+
+def bench_cpu_bf16(weights: str | None, runs: int = 7, threads: int = 1, canvas: int = 1024) -> dict:
+    """fp32 against "+bf16" on this CPU, alternated in one process on a real photograph: the network's forward pass
+    and `segment()`, medians and their ratio, and how many vessel pixels change side (docs/model_eval/cpu_bf16/)."""
+    import skimage.data
+
+    from retsam_core.model.loading import WEIGHTS_DIR, LearnedSegmenter, cpu_bf16_instructions
+    from retsam_core.preprocess import preprocess
+
+    torch.set_num_threads(threads)
+    weights = weights or str(WEIGHTS_DIR / "retsam-small.safetensors")
+    segs = {name: LearnedSegmenter.from_uri(weights, device="cpu", cpu_bf16=name == "bf16") for name in ("fp32", "bf16")}
+    pre = preprocess(skimage.data.retina()[..., :3], canvas)
+    img, fov = pre.image[None], pre.fov[None]
+    times: dict[str, dict[str, list[float]]] = {n: {"forward": [], "segment": []} for n in segs}
+    masks = {n: seg.segment(img, fov)[0]["vessel"] for n, seg in segs.items()}  # also the warm-up
+    for _ in range(runs):
+        for name, seg in segs.items():
+            t = time.perf_counter()
+            seg.probabilities(img, fov)
+            times[name]["forward"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            seg.segment(img, fov)
+            times[name]["segment"].append(time.perf_counter() - t)
+    med = {n: {k: statistics.median(v) * 1000 for k, v in t.items()} for n, t in times.items()}
+    return {
+        "weights": weights, "threads": threads, "runs": runs, "canvas": canvas, "image": "skimage.data.retina()",
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_bf16_instructions": cpu_bf16_instructions(),
+        **{f"{n}_{k}_ms_median": round(v, 1) for n, d in med.items() for k, v in d.items()},
+        "forward_speedup": round(med["fp32"]["forward"] / med["bf16"]["forward"], 2),
+        "segment_speedup": round(med["fp32"]["segment"] / med["bf16"]["segment"], 2),
+        "vessel_pixels_changed": int((masks["fp32"] != masks["bf16"]).sum()),
+        "vessel_pixels": int(masks["fp32"].sum()),
+        "load_average_1min": os.getloadavg()[0], "torch": torch.__version__,
     }
 
 
@@ -136,7 +174,15 @@ def main(argv=None):
     ap.add_argument("--json")
     ap.add_argument("--gpu", action="store_true", help="GPU throughput (bf16 and fp32) instead of 1-core CPU latency")
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--cpu-bf16", action="store_true", help="fp32 against +bf16 on this CPU (ratio, changed pixels)")
+    ap.add_argument("--threads", type=int, default=1, help="--cpu-bf16: torch threads")
     a = ap.parse_args(argv)
+    if a.cpu_bf16:
+        r = bench_cpu_bf16(a.weights, a.runs, a.threads)
+        print(json.dumps(r, indent=2))
+        if a.json:
+            Path(a.json).write_text(json.dumps(r, indent=2) + "\n")
+        return r
     r = bench_gpu(a.weights, a.batch) | {"base_variant": bench_base_gpu()} if a.gpu else bench(a.weights, a.runs)
     print(json.dumps(r, indent=1))
     p = Path(a.eval_summary)

@@ -17,7 +17,8 @@ from pipeline.config import PipelineConfig
 CONFIG_FLAGS: list[tuple[str, str, type, str]] = [
     ("--canvas-size", "canvas_size", int, "model canvas side in px (default 1024; an angular-scale model sets its own from --field-angle-deg)"),
     ("--segmenter", "segmenter", str, "'default', 'learned', 'classical', or a path/URI of .safetensors weights; "
-                                       "'+flip' after a learned one: test-time flip averaging (4 passes)"),
+                                       "'+flip' after a learned one: test-time flip averaging (4 passes); "
+                                       "'+bf16': bf16 on the CPU (faster where the CPU has bf16 instructions)"),
     ("--num-gpus", "num_gpus", float, "GPUs per segmentation actor (default 0; never more than the cluster has)"),
     ("--segment-actors", "segment_actors", int, "segmentation actors (default: automatic)"),
     ("--quantify-actors", "quantify_actors", int, "biomarker actors (default: automatic)"),

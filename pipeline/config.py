@@ -15,7 +15,8 @@ from retsam_core.preprocess import DEFAULT_FIELD_ANGLE_DEG
 class PipelineConfig:
     # Science
     canvas_size: int = 1024  # model canvas side (px), unless the model fixes its px per degree; masks stored at the side used
-    segmenter: str = "default"  # "default", "learned", "classical", or a path/URI of .safetensors; "+flip": flip TTA
+    # "default", "learned", "classical", or a path/URI of .safetensors; "+flip": flip TTA, "+bf16": bf16 on the CPU
+    segmenter: str = "default"
     min_side: int = 64  # decode limits (see retsam_core.image_io.DecodeLimits)
     max_pixels: int = 120_000_000
     field_angle_deg: float = DEFAULT_FIELD_ANGLE_DEG  # camera field angle: mm/px when the manifest has none; an angular-scale model's canvas

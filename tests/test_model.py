@@ -211,6 +211,12 @@ def test_cpu_bf16_is_asked_for_named_and_close_to_fp32(tmp_path):
     assert load_segmenter(f"{p}+flip+bf16").info.name == "retsam-test+flip+bf16" and not load_segmenter(str(p)).bf16
     with pytest.raises(ValueError, match="learned"):
         load_segmenter("classical+bf16")
+    import retsam_core.model.loading as loading
+
+    with pytest.MonkeyPatch.context() as mp:  # a CPU without bf16 instructions: said, since it would be slower
+        mp.setattr(loading, "cpu_bf16_instructions", lambda: [])
+        with pytest.warns(RuntimeWarning, match="without bf16 instructions"):
+            load_segmenter(f"{p}+bf16")
     if default_weights_path() is None:
         pytest.skip("no shipped weights")
     pre = preprocess(data.retina()[..., :3], 1024)

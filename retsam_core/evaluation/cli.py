@@ -47,7 +47,7 @@ def add_arguments(p):
     p.add_argument("--images", help="folder of images (paired with --masks by file stem)")
     p.add_argument("--masks", help="folder of binary masks (> 0 or >= 128 = structure)")
     p.add_argument("--target", help="target the masks annotate (e.g. vessel)")
-    p.add_argument("--segmenter", default="default", help="classical | default | learned | path/URI of .safetensors; '+flip' after a learned one: flip TTA")
+    p.add_argument("--segmenter", default="default", help="classical | default | learned | path/URI of .safetensors; '+flip' after a learned one: flip TTA, '+bf16': bf16 on the CPU")
     p.add_argument("--device")
     p.add_argument("--out", required=True, help="output folder for metrics.json / metrics.md")
     p.add_argument("--size", type=int, default=1024, help="canvas size of the model's input (pipeline default 1024)")

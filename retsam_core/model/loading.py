@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 import cv2
@@ -30,6 +31,15 @@ FOVEA_RADIUS_FRAC = 0.02  # fovea disc radius as a fraction of the canvas side
 # Test-time augmentation: the flips whose probabilities are averaged (dims of an (N, C, H, W) tensor). "flip"
 # costs 4 forward passes for about +0.5 vessel and +0.3 artery/vein DSC points (docs/model_eval/known_gaps.md).
 TTA_FLIPS: dict[str, tuple[tuple[int, ...], ...]] = {"none": ((),), "flip": ((), (3,), (2,), (2, 3))}
+
+
+def cpu_bf16_instructions() -> list[str] | None:
+    """The CPU's bf16 instruction sets named in /proc/cpuinfo ([] when none), None where that file does not exist."""
+    info = Path("/proc/cpuinfo")
+    if not info.exists():
+        return None
+    flags = set(info.read_text(errors="replace").split())
+    return sorted(f for f in ("avx512_bf16", "amx_bf16") if f in flags)
 
 
 def sha256_bytes(b: bytes) -> str:
@@ -125,6 +135,9 @@ class LearnedSegmenter:
         # (docs/model_eval/cpu_bf16/)
         self.cpu_bf16 = cpu_bf16
         self.bf16 = (self.device.type == "cuda" and bf16) or (self.device.type == "cpu" and cpu_bf16)
+        if self.device.type == "cpu" and cpu_bf16 and cpu_bf16_instructions() == []:
+            warnings.warn("+bf16 on a CPU without bf16 instructions (no avx512_bf16 / amx_bf16 in /proc/cpuinfo): "
+                          "emulated, likely slower than fp32", RuntimeWarning, stacklevel=2)
         self.card = card
         untrained = set(card.get("untrained", []))
         channels = list(model.channels)
