@@ -64,7 +64,7 @@ def plan_work(input_uri: str, out: Output, in_opts: dict, redo: Redo, limit: int
                                              retry_errors=redo.retry_errors,
                                              changed=changes.image_ids if check else None)
     del done
-    for line in changes.report(reprocessing=check is not None):
+    for line in changes.report(reprocessing=check is not None or redo.force):
         log(line)
     if limit is not None:
         todo = todo.slice(0, limit)

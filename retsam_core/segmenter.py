@@ -81,9 +81,9 @@ def load_segmenter(spec: str | None = None, device: str | None = None) -> Segmen
 def _learned_options(spec: str | None) -> tuple[str | None, str, bool]:
     """Split "SPEC[+flip][+bf16]" (either order) into (SPEC, tta, cpu_bf16); the options need a learned segmenter."""
     tta, cpu_bf16 = "none", False
-    if not spec:
+    if not spec or "+" not in spec:
         return spec, tta, cpu_bf16
-    from retsam_core.model.loading import TTA_FLIPS
+    from retsam_core.model.loading import TTA_FLIPS  # torch: only for a spec with options
 
     while "+" in spec:
         base, option = spec.rsplit("+", 1)
