@@ -7,11 +7,10 @@ is writing now (its lock).
 
 from __future__ import annotations
 
-import json
-import posixpath
 from typing import Any
 
 from pipeline.output import Output, WriterLock
+from pipeline.qc.report_sections import load_runs
 from pipeline.scan import scan
 
 
@@ -35,24 +34,16 @@ def output_status(output_uri: str, storage_options: dict | None = None, last_run
             summary["by_pipeline_version"] = dict(frame.group_by("pipeline_version").len().sort("pipeline_version").iter_rows())
     writing = WriterLock(out, run_id="").live_holder()
     summary["writing_now"] = writing
-    summary["runs"] = _runs(out, writing, last_runs)
+    summary["runs"] = _runs(output_uri, storage_options, writing, last_runs)
     return summary
 
 
-def _runs(out: Output, writing: dict | None, last: int) -> list[dict[str, Any]]:
+def _runs(output_uri: str, storage_options: dict | None, writing: dict | None, last: int) -> list[dict[str, Any]]:
     """The latest run records, newest first; a record still marked running with no live lock was cut short."""
-    folder = out.path("_runs")
-    try:
-        files = sorted(p for p in out.fs.ls(folder, detail=False) if p.endswith(".json"))
-    except FileNotFoundError:
-        return []
     runs = []
-    for path in files[-last:][::-1]:
-        try:
-            with out.fs.open(path, "rb") as f:
-                rec = json.loads(f.read())
-        except (OSError, ValueError):
-            runs.append({"run_id": posixpath.basename(path)[:-5], "state": "unreadable record"})
+    for rec in reversed(load_runs(output_uri, storage_options, limit=last)):
+        if "_error" in rec:
+            runs.append({"run_id": rec["_file"][:-5], "state": rec["_error"]})
             continue
         state = rec.get("status", "?")
         if state == "running" and not (writing and writing.get("run_id") == rec.get("run_id")):
