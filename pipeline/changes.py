@@ -13,14 +13,17 @@ A file deleted from storage is not a change: its row stays (the listing no longe
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-import hashlib
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 CHECKS = ("size", "sha256")
+T = TypeVar("T")
 
 
 @dataclass
@@ -94,26 +97,31 @@ def find_changes(listing: pa.Table, done: pa.Table, fs, check: str | None = None
 
 def _storage_sizes(paths: list[str], fs, threads: int) -> list[int | None]:
     def size(path: str) -> int | None:
-        try:
-            value = fs.info(path).get("size")
-        except (FileNotFoundError, OSError):
-            return None
+        value = fs.info(path).get("size")
         return int(value) if value is not None else None
 
-    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="retsam-size") as pool:
-        return list(pool.map(size, paths))
+    return _per_file(size, paths, threads)
 
 
 def _storage_hashes(paths: list[str], fs, threads: int) -> list[str | None]:
-    def digest(path: str) -> str | None:
+    def digest(path: str) -> str:
         h = hashlib.sha256()
-        try:
-            with fs.open(path, "rb") as f:
-                while chunk := f.read(8 << 20):
-                    h.update(chunk)
-        except (FileNotFoundError, OSError):
-            return None
+        with fs.open(path, "rb") as f:
+            while chunk := f.read(8 << 20):
+                h.update(chunk)
         return h.hexdigest()
 
-    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="retsam-hash") as pool:
-        return list(pool.map(digest, paths))
+    return _per_file(digest, paths, threads)
+
+
+def _per_file(fn: Callable[[str], T], paths: list[str], threads: int) -> list[T | None]:
+    """`fn` over the files, `threads` requests in flight (object storage answers slowly, not busily); None for a
+    file that is gone or unreadable now."""
+    def safe(path: str) -> T | None:
+        try:
+            return fn(path)
+        except (FileNotFoundError, OSError):
+            return None
+
+    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="retsam-changes") as pool:
+        return list(pool.map(safe, paths))

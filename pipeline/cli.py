@@ -192,35 +192,34 @@ def cmd_segment(args) -> int:
             _log(f"{f}: {getattr(exc, 'status', 'error')}: {exc}")
             continue
         masks = {"fov": pre.fov, **masks}
-        written = []
+        written, originals = [], {}
         for target, m in masks.items():
-            full = mask_to_original(m, pre.geometry)
+            originals[target] = full = mask_to_original(m, pre.geometry)
             path = outdir / f"{f.stem}_{target}.png"
             path.write_bytes(encode_mask(full))  # the stored masks' PNG: 8-bit 0/255
             written.append(path.name)
         if args.probabilities:
-            written += _write_probabilities(seg, list(masks), pre, outdir, f.stem)
+            written += _write_probabilities(seg, list(masks), pre.geometry, originals["fov"], outdir, f.stem)
         print(f"{f}: {', '.join(written)} ({dec.original_width}x{dec.original_height})")
     return 1 if failures and failures == len(files) else 0
 
 
-def _write_probabilities(seg, targets: list[str], pre, outdir: Path, stem: str) -> list[str]:
+def _write_probabilities(seg, targets: list[str], geometry, fov, outdir: Path, stem: str) -> list[str]:
     """<stem>_<target>_prob.png: the network's probability (0-255 for 0-1) at the original size, resampled
     bilinearly, zero outside the field of view, for each target whose mask is the learned one (a hybrid's classical
     targets have none)."""
     import cv2
     import numpy as np
 
-    from retsam_core.preprocess import canvas_to_original, mask_to_original
+    from retsam_core.preprocess import canvas_to_original
 
     kept = getattr(seg, "kept_probabilities", None)
-    fov = mask_to_original(pre.fov, pre.geometry)
     written = []
     for target in targets:
         probs = kept(target) if kept is not None else None
         if probs is None:
             continue
-        full = canvas_to_original(probs[0].astype(np.float32), pre.geometry, "linear") * fov
+        full = canvas_to_original(probs[0].astype(np.float32), geometry, "linear") * fov
         ok, buf = cv2.imencode(".png", np.clip(np.rint(full * 255), 0, 255).astype(np.uint8))
         if ok:
             path = outdir / f"{stem}_{target}_prob.png"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import polars as pl
+
 from pipeline.output import Output, WriterLock
 from pipeline.qc.report_sections import load_runs
 from pipeline.scan import scan
@@ -23,15 +25,21 @@ def output_status(output_uri: str, storage_options: dict | None = None, last_run
     summary: dict[str, Any] = {"output": output_uri, "exists": True, "images": 0, "batches": 0, "by_status": {}, "by_model": [],
                                "by_pipeline_version": {}}
     if "status" in names:
-        frame = images.select([c for c in ("status", "batch", "segmenter", "model_hash", "pipeline_version") if c in names]).collect()
-        summary["images"] = frame.height
-        summary["batches"] = frame["batch"].n_unique() if "batch" in frame.columns else 0
-        summary["by_status"] = dict(frame.group_by("status").len().sort("status").iter_rows())
-        if {"segmenter", "model_hash"} <= set(frame.columns):
-            models = frame.group_by("segmenter", "model_hash").len().sort("len", descending=True)
-            summary["by_model"] = [{"segmenter": s, "model_hash": h or "", "images": n} for s, h, n in models.iter_rows()]
-        if "pipeline_version" in frame.columns:
-            summary["by_pipeline_version"] = dict(frame.group_by("pipeline_version").len().sort("pipeline_version").iter_rows())
+        queries = {"by_status": images.group_by("status").len().sort("status")}
+        if "batch" in names:
+            queries["batches"] = images.select(pl.col("batch").n_unique())
+        if {"segmenter", "model_hash"} <= set(names):
+            queries["by_model"] = images.group_by("segmenter", "model_hash").len().sort("len", descending=True)
+        if "pipeline_version" in names:
+            queries["by_pipeline_version"] = images.group_by("pipeline_version").len().sort("pipeline_version")
+        res = dict(zip(queries, pl.collect_all(list(queries.values()))))  # group counts only: no row is held
+        summary["by_status"] = dict(res["by_status"].iter_rows())
+        summary["images"] = int(res["by_status"]["len"].sum())
+        summary["batches"] = res["batches"].item() if "batches" in res else 0
+        if "by_model" in res:
+            summary["by_model"] = [{"segmenter": s, "model_hash": h or "", "images": n} for s, h, n in res["by_model"].iter_rows()]
+        if "by_pipeline_version" in res:
+            summary["by_pipeline_version"] = dict(res["by_pipeline_version"].iter_rows())
     writing = WriterLock(out, run_id="").live_holder()
     summary["writing_now"] = writing
     summary["runs"] = _runs(output_uri, storage_options, writing, last_runs)
