@@ -36,6 +36,11 @@ FAILED_DSC = 0.6
 FAILED_DROP = 0.10
 
 
+def failed(row: dict) -> bool:
+    """A version whose segmentation failed: DSC under FAILED_DSC, or FAILED_DROP under its clean photograph's."""
+    return row["dsc"] < FAILED_DSC or row["drop"] > FAILED_DROP
+
+
 def degrade(image: np.ndarray, fov: np.ndarray, kind: str, strength: float) -> np.ndarray:
     x = image.astype(np.float32)
     if kind == "blur_sigma_px":
@@ -99,13 +104,13 @@ def run(split: str, limit: int | None, segmenter_name: str) -> dict:
 
 
 def summarise(rows: list[dict]) -> dict:
-    failed = [r["dsc"] < FAILED_DSC or r["drop"] > FAILED_DROP for r in rows]
+    failures = [failed(r) for r in rows]
     by_grade = {}
     for g in ("good", "usable", "reject"):
         sel = [r for r in rows if r["quality_grade"] == g]
         if sel:
             by_grade[g] = {"versions": len(sel), "median_dsc": float(np.median([r["dsc"] for r in sel])),
-                           "failed": int(sum(f for r, f in zip(rows, failed) if r["quality_grade"] == g))}
+                           "failed": int(sum(f for r, f in zip(rows, failures) if r["quality_grade"] == g))}
     by_kind = {}
     for kind in ["clean", *DEGRADATIONS]:
         for strength in sorted({r["strength"] for r in rows if r["kind"] == kind}, reverse=kind != "blur_sigma_px"):
@@ -114,15 +119,15 @@ def summarise(rows: list[dict]) -> dict:
                 "median_dsc": float(np.median([r["dsc"] for r in sel])),
                 "median_score": float(np.median([r["quality_score"] for r in sel])),
                 "reject": sum(r["quality_grade"] == "reject" for r in sel), "versions": len(sel)}
-    n_failed = int(sum(failed))
+    n_failed = int(sum(failures))
     rejected = [r["quality_grade"] == "reject" for r in rows]
     return {
         "versions": len(rows), "failed": n_failed,
         "failed_definition": f"DSC < {FAILED_DSC} or more than {FAILED_DROP:.2f} under the clean photograph",
         "spearman_score_dsc": spearman([r["quality_score"] for r in rows], [r["dsc"] for r in rows]),
-        "auc_score_for_failure": auc([r["quality_score"] for r in rows], failed),
-        "reject_recall": (sum(f and j for f, j in zip(failed, rejected)) / n_failed) if n_failed else None,
-        "reject_precision": (sum(f and j for f, j in zip(failed, rejected)) / sum(rejected)) if any(rejected) else None,
+        "auc_score_for_failure": auc([r["quality_score"] for r in rows], failures),
+        "reject_recall": (sum(f and j for f, j in zip(failures, rejected)) / n_failed) if n_failed else None,
+        "reject_precision": (sum(f and j for f, j in zip(failures, rejected)) / sum(rejected)) if any(rejected) else None,
         "by_grade": by_grade, "by_degradation": by_kind, "rows": rows,
     }
 

@@ -23,6 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from retsam_core.biomarkers.quality import QualityConfig, score_and_grade  # noqa: E402
+from bench_quality_grade import failed as version_failed  # noqa: E402  (this folder is on sys.path)
 
 MAX_CLEAN_REJECT = 0.02
 MIN_PRECISION = 0.7
@@ -36,7 +37,7 @@ class WithVesselFraction(QualityConfig):
 
 
 def figures(rows: list[dict], cfg: QualityConfig, use_vessel_fraction: bool) -> dict:
-    failed = np.array([r["dsc"] < 0.6 or r["drop"] > 0.10 for r in rows])
+    failed = np.array([version_failed(r) for r in rows])
     clean = np.array([r["kind"] == "clean" for r in rows])
     keys = SIGNALS + (("vessel_fraction",) if use_vessel_fraction else ())
     reject = np.array([(score_and_grade({k: r[k] for k in keys}, cfg) or (None, None))[1] == "reject" for r in rows])
